@@ -1,0 +1,1 @@
+"""The cache agent: one aiohttp process owning one pod's cache directory (SPEC §2)."""

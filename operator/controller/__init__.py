@@ -1,0 +1,1 @@
+"""The kopf operator reconciling ImageCacheRequest objects (SPEC §4)."""
