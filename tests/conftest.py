@@ -1,6 +1,7 @@
 """Fixtures shared by every test suite.
 
-Covers: the guard that fails a test which leaves asyncio tasks running behind it.
+Covers: the guard that fails a test which leaves asyncio tasks running behind it, and the
+strict Kubernetes API emulator fixture `kube` (tests/kube/fixtures.py) for every suite.
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
+
+pytest_plugins = ["tests.kube.fixtures"]
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,148 @@
+"""Validation of ImageCacheRequests against the CRD's schema and CEL rules.
+
+Covers: refusals (422 Invalid) worded like the real API server's for required, type, pattern,
+enum, min/max, maxLength, the CEL "exactly one of" rule and the CEL immutability rules (only on
+update); defaults applied; unknown fields pruned (but kept under a preserve-unknown status).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.kube.client import ICR, ApiError
+from tests.kube.emulator import Emulator
+
+PREFIX = 'ImageCacheRequest.imagecache.dev "x" is invalid: '
+
+
+def body(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "imagecache.dev/v1alpha1",
+        "kind": "ImageCacheRequest",
+        "metadata": {"name": "x"},
+        "spec": spec,
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        pytest.param({"pod": "p"}, "spec.image: Required value", id="required"),
+        pytest.param(
+            {"image": "img", "pod": "p", "podSelector": {"matchLabels": {"a": "b"}}},
+            'spec: Invalid value: "object": exactly one of spec.pod or spec.podSelector must be set',  # noqa: E501 (the API server's wording)
+            id="cel-both",
+        ),
+        pytest.param(
+            {"image": "img"},
+            'spec: Invalid value: "object": exactly one of spec.pod or spec.podSelector must be set',  # noqa: E501 (the API server's wording)
+            id="cel-neither",
+        ),
+        pytest.param(
+            {"image": "bad id", "pod": "p"},
+            "spec.image: Invalid value: \"bad id\": spec.image in body should match '^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$'",  # noqa: E501 (the API server's wording)
+            id="pattern",
+        ),
+        pytest.param({"image": "a" * 129, "pod": "p"}, None, id="too-long"),
+        pytest.param(
+            {"image": "img", "pod": "p", "port": 0},
+            "spec.port: Invalid value: 0: spec.port in body should be greater than or equal to 1",
+            id="minimum",
+        ),
+        pytest.param(
+            {"image": "img", "pod": "p", "port": 70000},
+            "spec.port: Invalid value: 70000: spec.port in body should be less than or equal to 65535",  # noqa: E501 (the API server's wording)
+            id="maximum",
+        ),
+        pytest.param(
+            {"image": "img", "pod": "p", "port": "80"},
+            'spec.port: Invalid value: "string": spec.port in body must be of type integer: "string"',  # noqa: E501 (the API server's wording)
+            id="type",
+        ),
+        pytest.param(
+            {
+                "image": "img",
+                "podSelector": {"matchExpressions": [{"key": "a", "operator": "Near"}]},
+            },
+            'spec.podSelector.matchExpressions[0].operator: Unsupported value: "Near": '
+            'supported values: "In", "NotIn", "Exists", "DoesNotExist"',
+            id="enum",
+        ),
+    ],
+)
+async def test_invalid_objects_are_refused(
+    kube: Emulator, spec: dict[str, Any], message: str | None
+) -> None:
+    with pytest.raises(ApiError) as err:
+        await kube.client.create(ICR, body(spec), namespace="default")
+    assert err.value.status == 422 and err.value.reason == "Invalid"
+    assert err.value.message.startswith(PREFIX)
+    if message is not None:
+        assert err.value.message == PREFIX + message
+    assert err.value.body["details"]["kind"] == "ImageCacheRequest"
+    assert await kube.client.get(ICR, "x", namespace="default") is None
+
+
+async def test_several_errors_are_listed(kube: Emulator) -> None:
+    with pytest.raises(ApiError) as err:
+        await kube.client.create(
+            ICR, body({"image": "bad id", "port": 0, "pod": "p"}), namespace="default"
+        )
+    assert err.value.message.startswith(PREFIX + "[")
+    assert len(err.value.body["details"]["causes"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("patch", "message"),
+    [
+        pytest.param(
+            {"spec": {"image": "other"}},
+            'spec.image: Invalid value: "string": spec.image is immutable',
+            id="image",
+        ),
+        pytest.param(
+            {"spec": {"pod": "q"}},
+            'spec.pod: Invalid value: "string": spec.pod is immutable',
+            id="pod",
+        ),
+        pytest.param(
+            {"spec": {"pod": None, "podSelector": {"matchLabels": {"a": "b"}}}},
+            'spec: Invalid value: "object": spec.pod and spec.podSelector cannot be swapped; create a new request',  # noqa: E501 (the API server's wording)
+            id="swap",
+        ),
+    ],
+)
+async def test_immutable_fields_on_update(
+    kube: Emulator, patch: dict[str, Any], message: str
+) -> None:
+    await kube.client.create(ICR, body({"image": "img", "pod": "p"}), namespace="default")
+    with pytest.raises(ApiError) as err:
+        await kube.client.patch(ICR, "x", patch, namespace="default")
+    assert err.value.status == 422
+    assert message in err.value.message
+    ok = await kube.client.patch(ICR, "x", {"spec": {"port": 8080}}, namespace="default")
+    assert ok["spec"]["port"] == 8080
+
+
+async def test_defaults_and_pruning(kube: Emulator) -> None:
+    created = await kube.client.create(
+        ICR, body({"image": "img", "pod": "p", "bogus": 1}), namespace="default"
+    )
+    assert created["spec"] == {"image": "img", "pod": "p", "evictOnDelete": False}
+    status = {"phase": "Cached", "extra": {"kept": True}, "progress": {"percent": 100, "junk": 1}}
+    obj = await kube.client.patch(
+        ICR, "x", {"status": status}, namespace="default", subresource="status"
+    )
+    assert obj["status"]["extra"] == {"kept": True}  # x-kubernetes-preserve-unknown-fields
+    assert obj["status"]["progress"] == {"percent": 100}  # not inherited by nested schemas
+
+
+async def test_status_is_validated_too(kube: Emulator) -> None:
+    await kube.client.create(ICR, body({"image": "img", "pod": "p"}), namespace="default")
+    with pytest.raises(ApiError) as err:
+        await kube.client.patch(
+            ICR, "x", {"status": {"phase": "Done"}}, namespace="default", subresource="status"
+        )
+    assert 'status.phase: Unsupported value: "Done"' in err.value.message
