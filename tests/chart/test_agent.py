@@ -1,0 +1,219 @@
+"""The agent component: DaemonSet or StatefulSet, cache volumes, token, headless Service, policy.
+
+Covers: nothing agent-side rendered by default; env from agent.* values (and that the agent's own
+settings object accepts it); probes on /healthz and /readyz; the imagecache.dev/port annotation;
+emptyDir, hostPath and per-pod PVC caches; the generated token Secret versus an existing one;
+the headless Service; the NetworkPolicy admitting only the operator and declared consumers.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable
+
+import pytest
+
+from tests.chart.conftest import NAMESPACE, Manifest, Rendering, containers, env_of
+from tests.chart.values_sets import HTTP_UPSTREAM, VALUE_SETS
+
+AGENT = "ic-imagecache-agent"
+TOKEN_PATH = "/var/run/secrets/imagecache/agent-token/token"
+
+
+def agent_workload(rendering: Rendering) -> Manifest:
+    (workload,) = rendering.of_kind("DaemonSet") + rendering.of_kind("StatefulSet")
+    assert workload["metadata"]["name"] == AGENT
+    assert isinstance(workload, dict)
+    return workload
+
+
+def agent_container(rendering: Rendering) -> Manifest:
+    (container,) = agent_workload(rendering)["spec"]["template"]["spec"]["containers"]
+    assert isinstance(container, dict)
+    return container
+
+
+def volumes_of(workload: Manifest) -> dict[str, Manifest]:
+    return {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+
+
+def test_no_agent_objects_by_default(render: Callable[..., Rendering]) -> None:
+    rendering = render()
+    assert not rendering.of_kind("DaemonSet") and not rendering.of_kind("StatefulSet")
+    assert not rendering.of_kind("NetworkPolicy")
+    names = {o["metadata"]["name"] for o in rendering.objects}
+    assert AGENT not in names
+    # The token Secret exists even without agents: sidecar agents use it.
+    assert rendering.one("Secret", "ic-imagecache-agent-token")
+
+
+def test_daemonset_agent(render: Callable[..., Rendering]) -> None:
+    rendering = render(VALUE_SETS["agent-daemonset"])
+    workload = agent_workload(rendering)
+    assert workload["kind"] == "DaemonSet"
+    template = workload["spec"]["template"]
+    assert template["metadata"]["annotations"]["imagecache.dev/port"] == "9292"
+    labels = template["metadata"]["labels"]
+    assert workload["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert labels["app.kubernetes.io/component"] == "agent"
+    pod = template["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["serviceAccountName"] == AGENT
+    container = agent_container(rendering)
+    assert container["command"] == ["imagecache-agent"]
+    assert env_of(container) == {
+        "IMAGECACHE_LISTEN": "0.0.0.0:9292",
+        "IMAGECACHE_CACHE_DIR": "/var/cache/imagecache",
+        "IMAGECACHE_UPSTREAM": HTTP_UPSTREAM,
+        "IMAGECACHE_TOKEN_FILE": TOKEN_PATH,
+        "IMAGECACHE_MAX_SIZE": "16G",
+        "IMAGECACHE_WORKERS": "2",
+        "IMAGECACHE_STALL_TIMEOUT": "60",
+        "IMAGECACHE_RETRIES": "3",
+        "IMAGECACHE_CACHE_ON_READ": "true",
+        "IMAGECACHE_LOG_FORMAT": "json",
+        "IMAGECACHE_LOG_LEVEL": "info",
+        "IMAGECACHE_DRAIN_TIMEOUT": "25",
+    }
+    assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts == {
+        "cache": "/var/cache/imagecache",
+        "agent-token": "/var/run/secrets/imagecache/agent-token",
+        "tmp": "/tmp",
+    }
+    volumes = volumes_of(workload)
+    assert volumes["cache"] == {"name": "cache", "emptyDir": {"sizeLimit": "20Gi"}}
+    assert volumes["agent-token"]["secret"]["secretName"] == "ic-imagecache-agent-token"
+    account = rendering.one("ServiceAccount", AGENT)
+    assert account["automountServiceAccountToken"] is False
+    assert not [
+        b
+        for b in rendering.of_kind("RoleBinding") + rendering.of_kind("ClusterRoleBinding")
+        if b["subjects"][0]["name"] == AGENT
+    ], "the agent has no RBAC"
+
+
+def test_agent_env_is_accepted_by_agent_settings(
+    render: Callable[..., Rendering], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every variable the chart sets is a real agent setting, with a value it accepts."""
+    settings_module = pytest.importorskip("imagecache.agent.settings")
+    settings_class = settings_module.AgentSettings
+    for value_set in ("agent-daemonset", "agent-statefulset-pvc", "agent-hostpath"):
+        env = env_of(agent_container(render(VALUE_SETS[value_set])))
+        for name in env:
+            field = name.removeprefix("IMAGECACHE_").lower()
+            assert field in settings_class.model_fields, f"{name} is no agent setting"
+        for name in [n for n in os.environ if n.startswith("IMAGECACHE_")]:
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        settings = settings_class()
+        assert settings.port == 9292 and settings.host == "0.0.0.0"
+        assert settings.token_file is not None and str(settings.token_file) == TOKEN_PATH
+
+
+def test_statefulset_with_a_claim_per_agent(render: Callable[..., Rendering]) -> None:
+    rendering = render(VALUE_SETS["agent-statefulset-pvc"])
+    workload = agent_workload(rendering)
+    assert workload["kind"] == "StatefulSet"
+    assert workload["spec"]["replicas"] == 3
+    assert workload["spec"]["serviceName"] == AGENT
+    (claim,) = workload["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "cache"
+    assert claim["spec"]["storageClassName"] == "fast"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    volumes = volumes_of(workload)
+    assert "cache" not in volumes, "the claim template provides the cache volume"
+    assert volumes["upstream-token"]["secret"] == {
+        "secretName": "glance-token",
+        "defaultMode": 0o440,
+        "items": [{"key": "token", "path": "token"}],
+    }
+    env = env_of(agent_container(rendering))
+    assert env["IMAGECACHE_UPSTREAM"] == "glance+https://glance-api.openstack:9292"
+    assert env["IMAGECACHE_UPSTREAM_TOKEN_FILE"] == (
+        "/var/run/secrets/imagecache/upstream-token/token"
+    )
+    assert env["IMAGECACHE_MAX_SIZE"] == "40G"
+
+
+def test_hostpath_cache_and_extra_volumes(render: Callable[..., Rendering]) -> None:
+    rendering = render(VALUE_SETS["agent-hostpath"])
+    workload = agent_workload(rendering)
+    volumes = volumes_of(workload)
+    assert volumes["cache"]["hostPath"] == {"path": "/srv/imagecache", "type": "DirectoryOrCreate"}
+    assert volumes["images"]["hostPath"] == {"path": "/srv/images"}
+    mounts = {m["name"]: m for m in agent_container(rendering)["volumeMounts"]}
+    assert mounts["images"] == {"name": "images", "mountPath": "/images", "readOnly": True}
+
+
+def test_headless_service(render: Callable[..., Rendering]) -> None:
+    rendering = render(VALUE_SETS["agent-daemonset"])
+    service = rendering.one("Service", AGENT)
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 9292, "targetPort": "http", "protocol": "TCP"}
+    ]
+    labels = agent_workload(rendering)["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+
+
+def test_generated_token_secret(render: Callable[..., Rendering]) -> None:
+
+    secret = render(VALUE_SETS["agent-daemonset"]).one("Secret", "ic-imagecache-agent-token")
+    assert secret["metadata"]["namespace"] == NAMESPACE
+    token = base64.b64decode(secret["data"]["token"]).decode()
+    assert len(token) == 48 and token.isalnum()
+    other = render(VALUE_SETS["agent-daemonset"]).one("Secret", "ic-imagecache-agent-token")
+    assert other["data"]["token"] != secret["data"]["token"], "a fresh install gets a fresh token"
+
+
+def test_existing_secret_is_used_and_not_rendered(render: Callable[..., Rendering]) -> None:
+    rendering = render(VALUE_SETS["existing-secret"])
+    assert rendering.of_kind("Secret") == []
+    operator = rendering.one("Deployment", "ic-imagecache-operator")
+    for workload in (operator, agent_workload(rendering)):
+        token = volumes_of(workload)["agent-token"]["secret"]
+        assert token["secretName"] == "my-agent-token"
+        assert token["items"] == [{"key": "agent-token", "path": "token"}]
+
+
+def test_network_policy_admits_operator_and_consumers(render: Callable[..., Rendering]) -> None:
+    rendering = render(VALUE_SETS["network-policy"])
+    policy = rendering.one("NetworkPolicy", AGENT)
+    agent_labels = agent_workload(rendering)["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= agent_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    operator_labels = rendering.one("Deployment", "ic-imagecache-operator")["spec"]["template"][
+        "metadata"
+    ]["labels"]
+    operator_peer, *consumers = rule["from"]
+    assert operator_peer["podSelector"]["matchLabels"].items() <= operator_labels.items()
+    assert not operator_peer["podSelector"]["matchLabels"].items() <= agent_labels.items()
+    assert consumers == VALUE_SETS["network-policy"]["networkPolicy.consumers"]
+
+
+def test_no_network_policy_unless_enabled(render: Callable[..., Rendering]) -> None:
+    assert render(VALUE_SETS["agent-daemonset"]).of_kind("NetworkPolicy") == []
+
+
+@pytest.mark.parametrize("value_set", ["agent-daemonset", "agent-statefulset-pvc"])
+def test_agent_security_context(render: Callable[..., Rendering], value_set: str) -> None:
+    workload = agent_workload(render(VALUE_SETS[value_set]))
+    pod = workload["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["fsGroup"] == 65532
+    for container in containers(workload):
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"] == {"drop": ["ALL"]}
+        assert security["seccompProfile"] == {"type": "RuntimeDefault"}
