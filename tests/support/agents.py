@@ -50,10 +50,15 @@ class AgentProcess:
 
     def command(self) -> list[str]:
         args = [
-            sys.executable, "-m", "imagecache.agent",
-            "--listen", f"{self.host}:{self.port}",
-            "--cache-dir", str(self.cache_dir),
-            "--upstream", self.upstream,
+            sys.executable,
+            "-m",
+            "imagecache.agent",
+            "--listen",
+            f"{self.host}:{self.port}",
+            "--cache-dir",
+            str(self.cache_dir),
+            "--upstream",
+            self.upstream,
         ]
         if self.token_file is not None:
             args += ["--token-file", str(self.token_file)]

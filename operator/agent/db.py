@@ -1,0 +1,150 @@
+"""The durable queue and cache metadata: one SQLite database (WAL) in the cache directory.
+
+All SQLite calls run on one dedicated thread. Writes are group-committed: every write queued
+while a transaction is being committed goes into the next one, so many concurrent `PUT`s share
+one fsync; `save` returns only after the transaction holding its row has committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from imagecache.core.images import ImageRecord
+
+T = TypeVar("T")
+
+_COLUMNS = [f.name for f in fields(ImageRecord)]
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (
+    image_id TEXT PRIMARY KEY, state TEXT NOT NULL, seq INTEGER NOT NULL, size INTEGER,
+    bytes INTEGER NOT NULL, attempts INTEGER NOT NULL, error TEXT, checksum TEXT,
+    queued_at REAL, started_at REAL, cached_at REAL, last_accessed REAL, hits INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+_UPSERT = (
+    f"INSERT OR REPLACE INTO images ({', '.join(_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
+)
+
+Op = tuple[str, tuple[Any, ...]]
+
+
+class DatabaseError(Exception):
+    """The database cannot be opened or written."""
+
+
+class Database:
+    """Image records, persisted; open with `open()`, close with `close()`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple[list[Op], asyncio.Future[None] | None]] = []
+        self._wakeup = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self.is_open = False
+        self._closing = False
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def open(self) -> list[ImageRecord]:
+        """Open (creating the schema) and return every stored record."""
+
+        def connect() -> list[ImageRecord]:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.executescript(_SCHEMA)
+            self._conn = conn
+            rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM images").fetchall()
+            return [ImageRecord(*row) for row in rows]
+
+        try:
+            records = await self._run(connect)
+        except sqlite3.Error as error:
+            raise DatabaseError(f"cannot open {self.path}: {error}") from error
+        self._writer = asyncio.create_task(self._write_loop(), name="db-writer")
+        self.is_open = True
+        return records
+
+    async def close(self) -> None:
+        """Commit what is pending, stop the writer, close the connection."""
+        self.is_open = False
+        self._closing = True
+        if self._writer is not None:
+            self._wakeup.set()
+            await asyncio.wait_for(asyncio.shield(self._writer), timeout=30)
+            self._writer = None
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await self._run(conn.close)
+        self._executor.shutdown(wait=True)
+
+    # --- writes ----------------------------------------------------------------------------
+    async def save(self, *records: ImageRecord) -> None:
+        """Upsert records; returns once they are committed."""
+        await self._submit([(_UPSERT, astuple(r)) for r in records])
+
+    def save_soon(self, *records: ImageRecord) -> None:
+        """Upsert records in the next transaction, without waiting (hits, progress)."""
+        self._enqueue([(_UPSERT, astuple(r)) for r in records], None)
+
+    async def delete(self, *image_ids: str) -> None:
+        await self._submit([("DELETE FROM images WHERE image_id = ?", (i,)) for i in image_ids])
+
+    async def _submit(self, ops: list[Op]) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._enqueue(ops, future)
+        await future
+
+    def _enqueue(self, ops: list[Op], future: asyncio.Future[None] | None) -> None:
+        if not self.is_open:
+            raise DatabaseError("database is closed")
+        self._pending.append((ops, future))
+        self._wakeup.set()
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                if self._closing:
+                    return
+                continue
+            try:
+                await self._run(
+                    functools.partial(self._commit, [op for ops, _ in batch for op in ops])
+                )
+            except Exception as error:  # every waiter learns of it
+                for _, future in batch:
+                    if future is not None and not future.done():
+                        future.set_exception(DatabaseError(str(error)))
+            else:
+                for _, future in batch:
+                    if future is not None and not future.done():
+                        future.set_result(None)
+            if self._closing and not self._pending:
+                return
+
+    def _commit(self, ops: list[Op]) -> None:
+        conn = self._conn
+        if conn is None:
+            raise DatabaseError("database is closed")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params in ops:
+                conn.execute(sql, params)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")

@@ -1,0 +1,35 @@
+"""Domain errors of the agent's HTTP API, each mapped to one status in `middlewares.py`::
+
+ApiError
+ ├── NotFound            404  unknown image or bad id
+ ├── BadRequest          400  image not active upstream, bad clear target
+ ├── Unauthorized        401  missing or wrong token
+ └── UpstreamUnavailable 503  the upstream could not be asked right now
+"""
+
+from __future__ import annotations
+
+
+class ApiError(Exception):
+    status = 500
+    title = "Internal Server Error"
+
+
+class NotFound(ApiError):
+    status = 404
+    title = "Not Found"
+
+
+class BadRequest(ApiError):
+    status = 400
+    title = "Bad Request"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    title = "Unauthorized"
+
+
+class UpstreamUnavailable(ApiError):
+    status = 503
+    title = "Service Unavailable"

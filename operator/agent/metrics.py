@@ -1,0 +1,74 @@
+"""Prometheus metrics of one agent, in a per-app `CollectorRegistry` (no global registry)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class AgentMetrics:
+    """Every metric the agent exports (SPEC §2.7)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.cache_bytes = Gauge("imagecache_cache_bytes", "Bytes of cached images.", registry=r)
+        self.cache_images = Gauge("imagecache_cache_images", "Cached images.", registry=r)
+        self.queue_length = Gauge(
+            "imagecache_queue_length", "Images queued or downloading.", registry=r
+        )
+        self.in_flight = Gauge(
+            "imagecache_downloads_in_flight", "Downloads running now.", registry=r
+        )
+        self.downloaded = Counter(
+            "imagecache_downloaded_bytes", "Bytes received from the upstream.", registry=r
+        )
+        self.duration = Histogram(
+            "imagecache_download_duration_seconds",
+            "Time to cache one image (successful downloads).",
+            buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
+            registry=r,
+        )
+        self.failures = Counter(
+            "imagecache_failures", "Failed download attempts.", ["reason"], registry=r
+        )
+        self.hits = Counter("imagecache_hits", "Image reads served from the cache.", registry=r)
+        self.misses = Counter("imagecache_misses", "Image reads not in the cache.", registry=r)
+        self.evictions = Counter("imagecache_evictions", "Images evicted (LRU).", registry=r)
+        self.worker_restarts = Counter(
+            "imagecache_worker_restarts", "Worker tasks restarted after a crash.", registry=r
+        )
+
+    def bind(
+        self,
+        *,
+        cache_bytes: Callable[[], float],
+        cache_images: Callable[[], float],
+        queue_length: Callable[[], float],
+        in_flight: Callable[[], float],
+    ) -> None:
+        """Read the live gauges from the service when scraped."""
+        self.cache_bytes.set_function(cache_bytes)
+        self.cache_images.set_function(cache_images)
+        self.queue_length.set_function(queue_length)
+        self.in_flight.set_function(in_flight)
+
+
+def failure_reason(error: str) -> str:
+    """A low-cardinality label for a failure message."""
+    lowered = error.lower()
+    for key, label in (
+        ("not found", "not_found"),
+        ("mismatch", "verification"),
+        ("max_size", "too_large"),
+        ("disk full", "disk_full"),
+        ("stalled", "stall"),
+        ("answered 5", "upstream_5xx"),
+        ("connection", "connection"),
+        ("cannot reach", "connection"),
+        ("space", "no_space"),
+    ):
+        if key in lowered:
+            return label
+    return "other"

@@ -1,0 +1,96 @@
+"""The file upstream: image ``X`` is ``<dir>/X``, with an optional Glance sidecar ``X.json``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from imagecache.agent.upstreams import (
+    CHUNK_SIZE,
+    ByteStream,
+    ChunkStream,
+    ImageMeta,
+    ImageNotFound,
+    PermanentUpstreamError,
+    TransientUpstreamError,
+    optional_text,
+)
+from imagecache.core.ids import is_valid_image_id
+
+
+class FileUpstream:
+    """Images are files ``<dir>/<id>``, with an optional Glance sidecar ``<dir>/<id>.json``."""
+
+    def __init__(self, directory: Path, *, chunk_size: int = CHUNK_SIZE) -> None:
+        self.directory = directory
+        self.chunk_size = chunk_size
+
+    def _path(self, image_id: str) -> Path:
+        if not is_valid_image_id(image_id):
+            raise ImageNotFound(image_id)
+        return self.directory / image_id
+
+    async def metadata(self, image_id: str) -> ImageMeta:
+        path = self._path(image_id)
+        return await asyncio.to_thread(self._read_metadata, path)
+
+    @staticmethod
+    def _read_metadata(path: Path) -> ImageMeta:
+        try:
+            stat = path.stat()
+        except FileNotFoundError as error:
+            raise ImageNotFound(path.name) from error
+        except OSError as error:
+            raise TransientUpstreamError(f"cannot stat {path.name}: {error}") from error
+        if not path.is_file():
+            raise ImageNotFound(path.name)
+        fields: dict[str, Any] = {}
+        sidecar = path.with_name(path.name + ".json")
+        try:
+            fields = json.loads(sidecar.read_text())
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as error:
+            raise PermanentUpstreamError(f"unreadable sidecar {sidecar.name}: {error}") from error
+        if not isinstance(fields, dict):
+            raise PermanentUpstreamError(f"sidecar {sidecar.name} is not a JSON object")
+        return ImageMeta(
+            size=stat.st_size,
+            status=str(fields.get("status", "active")),
+            checksum=optional_text(fields.get("checksum")),
+            os_hash_algo=optional_text(fields.get("os_hash_algo")),
+            os_hash_value=optional_text(fields.get("os_hash_value")),
+        )
+
+    @asynccontextmanager
+    async def open(self, image_id: str, offset: int) -> AsyncIterator[ByteStream]:
+        path = self._path(image_id)
+        try:
+            handle: BinaryIO = await asyncio.to_thread(path.open, "rb", buffering=0)
+        except FileNotFoundError as error:
+            raise ImageNotFound(image_id) from error
+        except OSError as error:
+            raise TransientUpstreamError(f"cannot open {image_id}: {error}") from error
+        try:
+            await asyncio.to_thread(handle.seek, offset)
+
+            async def source() -> AsyncIterator[bytes]:
+                while True:
+                    try:
+                        chunk = await asyncio.to_thread(handle.read, self.chunk_size)
+                    except OSError as error:
+                        raise TransientUpstreamError(f"read failed: {error}") from error
+                    if not chunk:
+                        return
+                    yield chunk
+
+            yield ChunkStream(offset=offset, source=source)
+        finally:
+            await asyncio.to_thread(handle.close)
+
+    async def close(self) -> None:
+        return None

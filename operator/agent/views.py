@@ -1,0 +1,178 @@
+"""HTTP views: parse the request, call `ImageCache`, serialise. Routes are in `routes()`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from imagecache.agent.appkeys import CACHE, METRICS
+from imagecache.agent.cache import ClearTarget
+from imagecache.agent.errors import BadRequest, NotFound, UpstreamUnavailable
+from imagecache.agent.middlewares import is_glance_client
+from imagecache.agent.upstreams import TransientUpstreamError, UpstreamError
+from imagecache.core.ids import is_valid_image_id
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+CLEAR_HEADER = "x-image-cache-clear-target"
+LATEST_MINOR = 16
+
+
+def _versions(request: web.Request) -> dict[str, Any]:
+    base = f"{request.scheme}://{request.host}/v2/"
+    return {
+        "versions": [
+            {
+                "id": f"v2.{minor}",
+                "status": "CURRENT" if minor == LATEST_MINOR else "SUPPORTED",
+                "links": [{"rel": "self", "href": base}],
+            }
+            for minor in range(LATEST_MINOR, -1, -1)
+        ]
+    }
+
+
+async def root(request: web.Request) -> web.Response:
+    return web.json_response(_versions(request), status=300)
+
+
+async def versions(request: web.Request) -> web.Response:
+    return web.json_response(_versions(request))
+
+
+async def list_cache(request: web.Request) -> web.Response:
+    listing = request.app[CACHE].listing()
+    if is_glance_client(request):  # it would print the per-image objects as queued ids
+        listing = {key: listing[key] for key in ("cached_images", "queued_images")}
+    return web.json_response(listing)
+
+
+async def queue_image(request: web.Request) -> web.Response:
+    # The body is never read: glanceclient sends Content-Type: application/json with no body.
+    await request.app[CACHE].queue(request.match_info["image_id"])
+    return web.Response(status=202)
+
+
+async def image_report(request: web.Request) -> web.Response:
+    return web.json_response(request.app[CACHE].report(request.match_info["image_id"]))
+
+
+async def delete_image(request: web.Request) -> web.Response:
+    await request.app[CACHE].delete(request.match_info["image_id"])
+    return web.Response(status=204)
+
+
+async def clear_cache(request: web.Request) -> web.Response:
+    value = request.headers.get(CLEAR_HEADER, "").strip()
+    targets: dict[str, ClearTarget] = {"": "all", "cache": "cache", "queue": "queue"}
+    if value not in targets:
+        raise BadRequest(f"{CLEAR_HEADER} must be 'cache' or 'queue', not {value!r}")
+    await request.app[CACHE].clear(targets[value])
+    return web.Response(status=204)
+
+
+async def image_file(request: web.Request) -> web.StreamResponse:
+    """`GET/HEAD /v2/images/{id}/file`: from disk when cached, else streamed from upstream."""
+    image_id = request.match_info["image_id"]
+    if not is_valid_image_id(image_id):
+        raise NotFound(f"No image with id {image_id!r}")
+    cache = request.app[CACHE]
+    found = cache.pin(image_id)
+    if found is not None:
+        path, record, release = found
+        headers = {"Content-Type": "application/octet-stream"}
+        if record.checksum:
+            headers["Content-MD5"] = record.checksum
+        return PinnedFileResponse(path, release, headers=headers)
+    meta = await cache.read_through(image_id)
+    response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+    if meta.size is not None:
+        response.content_length = meta.size
+    if meta.checksum:
+        response.headers["Content-MD5"] = meta.checksum
+    if request.method == "HEAD":
+        await response.prepare(request)
+        return response
+    try:
+        async with cache.upstream.open(image_id, 0) as stream:
+            await response.prepare(request)
+            async for chunk in stream.chunks():
+                await response.write(chunk)
+    except TransientUpstreamError as error:
+        if not response.prepared:
+            raise UpstreamUnavailable(f"Upstream unavailable: {error}") from error
+        if request.transport is not None:
+            request.transport.abort()  # the client sees a short body
+        return response
+    except UpstreamError as error:
+        if not response.prepared:
+            raise NotFound(f"Image {image_id} could not be read: {error}") from error
+        raise
+    await response.write_eof()
+    return response
+
+
+class PinnedFileResponse(web.FileResponse):
+    """A cached file served zero-copy (sendfile, Range); its pin is released once sent."""
+
+    def __init__(self, path: Path, release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        self._release = release
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        try:
+            return await super().prepare(request)
+        finally:
+            self._release()
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    cache = request.app[CACHE]
+    checks = cache.ready()
+    checks["cache_dir"] = await asyncio.to_thread(cache.store.writable)
+    ok = all(checks.values())
+    return web.json_response(
+        {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def openapi_document() -> dict[str, Any]:
+    text = resources.files("imagecache.agent").joinpath("openapi.json").read_text()
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+def routes() -> list[web.RouteDef]:
+    """Every route; other methods on these paths get 405 with ``Allow`` from the router."""
+    return [
+        web.get("/", root, allow_head=False),
+        web.get("/versions", versions, allow_head=False),
+        web.get("/v2/cache", list_cache, allow_head=False),
+        web.delete("/v2/cache", clear_cache),
+        web.get("/v2/cache/{image_id}", image_report, allow_head=False),
+        web.put("/v2/cache/{image_id}", queue_image),
+        web.delete("/v2/cache/{image_id}", delete_image),
+        web.get("/v2/images/{image_id}/file", image_file),
+        web.get("/healthz", healthz, allow_head=False),
+        web.get("/readyz", readyz, allow_head=False),
+        web.get("/metrics", metrics, allow_head=False),
+        web.get("/openapi.json", openapi, allow_head=False),
+    ]
