@@ -1,0 +1,5 @@
+"""``python -m imagecache.controller`` == ``imagecache-operator``."""
+
+from imagecache.controller.main import main
+
+main()

@@ -1,0 +1,108 @@
+"""OperatorSettings: the operator's one typed settings object (SPEC §4.2, docs/architecture.md).
+
+Each field comes from a CLI flag (``--poll-interval 2``) or an environment variable with the
+prefix ``IMAGECACHE_OPERATOR_`` (``IMAGECACHE_OPERATOR_POLL_INTERVAL=2``); a flag wins. Built once
+in `main` and passed down; nothing reads the environment anywhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """A setting is invalid; the message names it, in one line."""
+
+
+class OperatorSettings(BaseSettings):
+    """Everything the operator can be told. Times are in seconds."""
+
+    model_config = SettingsConfigDict(env_prefix="IMAGECACHE_OPERATOR_", extra="forbid")
+
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated namespaces to watch; empty watches the whole cluster.",
+    )
+    agent_token_file: Path | None = Field(
+        default=None,
+        description="File holding the token sent to agents as X-Auth-Token; re-read on change.",
+    )
+    agent_port: int = Field(
+        default=9292,
+        ge=1,
+        le=65535,
+        description="Agent port when neither spec.port nor the pod annotation gives one.",
+    )
+    poll_interval: float = Field(
+        default=2.0, gt=0, description="Agent status polling while a request is not terminal."
+    )
+    recheck_interval: float = Field(
+        default=300.0, gt=0, description="Re-check of Cached (and Failed) requests."
+    )
+    request_timeout: float = Field(default=10.0, gt=0, description="One HTTP request to an agent.")
+    max_concurrency: int = Field(default=64, ge=1, description="Agent requests in flight at once.")
+    metrics_port: int = Field(
+        default=8080,
+        ge=0,
+        le=65535,
+        description="Port of /metrics and /healthz (0: pick a free port, for tests).",
+    )
+    metrics_host: str = Field(default="0.0.0.0", description="Address /metrics listens on.")
+    retry_backoff: float = Field(default=1.0, gt=0, description="Base of the retry backoff.")
+    retry_backoff_cap: float = Field(default=300.0, gt=0, description="Longest retry delay.")
+    evict_timeout: float = Field(
+        default=60.0,
+        ge=0,
+        description="Give up evicting from an unreachable agent this long after deletion began.",
+    )
+    peering: str | None = Field(
+        default=None, description="kopf peering object name; unset runs standalone."
+    )
+    log_level: str = Field(default="INFO", description="Python logging level.")
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI: one flag per setting, documented from the field descriptions."""
+    parser = argparse.ArgumentParser(
+        prog="imagecache-operator",
+        description="The imagecache operator: reconciles ImageCacheRequest objects. Every flag "
+        "can also be set as IMAGECACHE_OPERATOR_<NAME>.",
+    )
+    for name, info in OperatorSettings.model_fields.items():
+        default = info.get_default(call_default_factory=True)
+        parser.add_argument(
+            _flag(name),
+            dest=name,
+            default=argparse.SUPPRESS,
+            metavar=name.upper(),
+            help=f"{info.description} (default: {default or 'none'})",
+        )
+    return parser
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> OperatorSettings:
+    """Settings from flags (winning) and the environment; `SettingsError` names a bad one."""
+    flags = vars(build_parser().parse_args(argv))
+    try:
+        return OperatorSettings(**flags)
+    except ValidationError as error:
+        first = error.errors()[0]
+        name = ".".join(str(part) for part in first["loc"]) or "settings"
+        raise SettingsError(f"invalid setting {name}: {first['msg']}") from error

@@ -1,0 +1,465 @@
+"""From what the operator observed (pods, agent answers) to an ``ImageCacheRequest`` status.
+
+Pure functions over plain data (SPEC §3 status, §4.1 items 2, 3, 7):
+
+* `find_image` picks one image out of an agent's ``GET /v2/cache`` report;
+* `state_from_image` / `state_from_put` / `pending_state` map it (or a ``PUT`` answer, or a
+  resolution problem) to a `TargetState`: phase, CamelCase reason, message and progress;
+* `build_status` assembles the whole status (single-pod or selector form) from the targets'
+  states and the previous status, keeping timestamps and condition transition times stable;
+* `status_events` says which Kubernetes events a change of phase deserves;
+* `merge_patch` computes the JSON merge patch from the old status to the new one (empty when
+  nothing changed, so nothing is written).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, TypedDict, cast
+
+from imagecache.core.aggregation import Phase, aggregate_phase, summarize
+from imagecache.core.targets import PodInfo
+
+AgentState = Literal["queued", "caching", "cached", "failed", "absent"]
+EventType = Literal["Normal", "Warning"]
+
+_WARNING_REASONS = frozenset({"PodNotFound", "PodNotReady", "AgentUnreachable", "Unauthorized"})
+
+
+class ImageReport(TypedDict, total=False):
+    """One image as the agent reports it (``GET /v2/cache/{id}`` and the extra list keys)."""
+
+    image_id: str
+    state: AgentState
+    size: int | None
+    bytes: int | None
+    percent: int | float | None
+    queue_position: int | None
+    attempts: int | None
+    error: str | None
+    queued_at: float | None
+    started_at: float | None
+    cached_at: float | None
+
+
+class CacheReport(TypedDict, total=False):
+    """An agent's ``GET /v2/cache`` answer: Glance's two keys plus imagecache's two."""
+
+    cached_images: list[Mapping[str, Any]]
+    queued_images: list[str]
+    caching_images: list[ImageReport]
+    failed_images: list[ImageReport]
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """The state of the image on one target, as the status reports it."""
+
+    phase: Phase
+    reason: str
+    message: str = ""
+    bytes: int | None = None
+    total_bytes: int | None = None
+    percent: int | None = None
+    queue_position: int | None = None
+    attempts: int | None = None
+    queued_at: float | None = None
+    started_at: float | None = None
+    cached_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    """One target of a request: its pod name, the pod if known, and the image's state there."""
+
+    name: str
+    pod: PodInfo | None
+    state: TargetState
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes event to post on the request."""
+
+    type: EventType
+    reason: str
+    message: str
+
+
+def find_image(*, report: Mapping[str, Any], image_id: str) -> ImageReport:
+    """The image's entry in a ``GET /v2/cache`` report; ``state: absent`` when not listed.
+
+    Precedence: failed, caching, cached, then queued (whose position is its index in
+    ``queued_images`` minus the number being downloaded, per docs/architecture.md).
+    """
+    for entry in report.get("failed_images") or []:
+        if entry.get("image_id") == image_id:
+            return cast(ImageReport, {**entry, "state": "failed"})
+    caching = list(report.get("caching_images") or [])
+    for entry in caching:
+        if entry.get("image_id") == image_id:
+            return cast(ImageReport, {**entry, "state": "caching"})
+    for cached in report.get("cached_images") or []:
+        if cached.get("image_id") == image_id:
+            size = cached.get("size")
+            return ImageReport(
+                image_id=image_id,
+                state="cached",
+                size=size,
+                bytes=size,
+                percent=100,
+                cached_at=cached.get("last_modified"),
+            )
+    queued = list(report.get("queued_images") or [])
+    if image_id in queued:
+        caching_ids = {entry.get("image_id") for entry in caching}
+        waiting = [item for item in queued if item not in caching_ids]
+        return ImageReport(
+            image_id=image_id, state="queued", queue_position=waiting.index(image_id)
+        )
+    return ImageReport(image_id=image_id, state="absent")
+
+
+def human_bytes(value: int) -> str:
+    """``3.1 GiB``-style size."""
+    amount = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if amount < 1024 or unit == "TiB":
+            return f"{int(amount)} B" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    raise AssertionError("unreachable")
+
+
+def _percent(*, done: int | None, total: int | None, reported: float | None) -> int | None:
+    if reported is not None:
+        return max(0, min(100, int(reported)))
+    if done is not None and total:
+        return max(0, min(100, done * 100 // total))
+    return None
+
+
+def state_from_image(*, entry: ImageReport, pod_name: str) -> TargetState:
+    """Map the agent's per-image report to a target state (``absent`` maps to ``Pending``)."""
+    size = entry.get("size")
+    done = entry.get("bytes")
+    common: dict[str, Any] = {
+        "total_bytes": size,
+        "attempts": entry.get("attempts"),
+        "queued_at": entry.get("queued_at"),
+        "started_at": entry.get("started_at"),
+        "cached_at": entry.get("cached_at"),
+    }
+    state = entry.get("state", "absent")
+    if state == "cached":
+        return TargetState(
+            phase="Cached",
+            reason="Cached",
+            bytes=size,
+            percent=100,
+            message=f"cached on {pod_name}" + (f" ({human_bytes(size)})" if size else ""),
+            **common,
+        )
+    if state == "caching":
+        done = done or 0
+        percent = _percent(done=done, total=size, reported=entry.get("percent"))
+        message = f"{human_bytes(done)} of {human_bytes(size)}" if size else f"{human_bytes(done)}"
+        return TargetState(
+            phase="Caching",
+            reason="Downloading",
+            message=message,
+            bytes=done,
+            percent=percent,
+            queue_position=0,
+            **common,
+        )
+    if state == "queued":
+        position = entry.get("queue_position")
+        where = f" at position {position}" if position is not None else ""
+        return TargetState(
+            phase="Queued",
+            reason="Queued",
+            message=f"queued on {pod_name}{where}",
+            bytes=0 if size else None,
+            percent=0 if size else None,
+            queue_position=position,
+            **common,
+        )
+    if state == "failed":
+        return TargetState(
+            phase="Failed",
+            reason="CachingFailed",
+            message=entry.get("error") or "the agent failed to cache the image",
+            **common,
+        )
+    return pending_state(reason="NotQueued", message=f"the image is not queued on {pod_name}")
+
+
+def state_from_put(*, status_code: int, pod_name: str, detail: str = "") -> TargetState:
+    """Map the agent's answer to ``PUT /v2/cache/{id}`` to a target state."""
+    suffix = f": {detail}" if detail else ""
+    if status_code == 202:
+        return TargetState(phase="Queued", reason="Queued", message=f"queued on {pod_name}")
+    if status_code == 404:
+        return TargetState(
+            phase="Failed", reason="ImageNotFound", message=f"the image is unknown upstream{suffix}"
+        )
+    if status_code == 400:
+        return TargetState(
+            phase="Failed", reason="ImageNotActive", message=f"the image is not active{suffix}"
+        )
+    if status_code in (401, 403):
+        return unauthorized_state(status_code=status_code)
+    return pending_state(
+        reason="AgentUnreachable", message=f"the agent on {pod_name} answered {status_code}{suffix}"
+    )
+
+
+def unauthorized_state(*, status_code: int) -> TargetState:
+    """The agent refused the operator's token."""
+    return TargetState(
+        phase="Failed",
+        reason="Unauthorized",
+        message=f"the agent refused the operator's token ({status_code}); check the agent token",
+    )
+
+
+def pending_state(*, reason: str, message: str) -> TargetState:
+    """A target that is not reachable yet (pod missing or not ready, agent unreachable)."""
+    return TargetState(phase="Pending", reason=reason, message=message)
+
+
+def format_time(value: float | datetime) -> str:
+    """RFC 3339 UTC timestamp with second precision, as Kubernetes writes them."""
+    moment = value if isinstance(value, datetime) else datetime.fromtimestamp(value, tz=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_REACHED: dict[str, frozenset[Phase]] = {
+    "queuedAt": frozenset({"Queued", "Caching", "Cached"}),
+    "startedAt": frozenset({"Caching", "Cached"}),
+    "cachedAt": frozenset({"Cached"}),
+}
+
+
+def _timestamps(
+    *,
+    phase: Phase,
+    reported: Mapping[str, float | None],
+    previous: Mapping[str, Any],
+    now: datetime,
+) -> dict[str, str]:
+    """queuedAt/startedAt/cachedAt: from the agent when it says, else kept, else now.
+
+    A timestamp exists only once its phase is reached; ``Pending`` and ``Failed`` keep what the
+    previous status had.
+    """
+    stamps: dict[str, str] = {}
+    for key, phases in _REACHED.items():
+        if phase in phases:
+            value = reported.get(key)
+            if value is not None:
+                stamps[key] = format_time(value)
+            elif previous.get(key):
+                stamps[key] = str(previous[key])
+            else:
+                stamps[key] = format_time(now)
+        elif phase in ("Pending", "Failed") and previous.get(key):
+            stamps[key] = str(previous[key])
+    return stamps
+
+
+def _condition(
+    *,
+    phase: Phase,
+    reason: str,
+    message: str,
+    previous: Mapping[str, Any],
+    generation: int,
+    now: datetime,
+) -> dict[str, Any]:
+    status = "True" if phase == "Cached" else "False"
+    before = next((c for c in previous.get("conditions") or [] if c.get("type") == "Cached"), None)
+    if before is not None and before.get("status") == status and before.get("lastTransitionTime"):
+        transition = str(before["lastTransitionTime"])
+    else:
+        transition = format_time(now)
+    return {
+        "type": "Cached",
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": transition,
+        "observedGeneration": generation,
+    }
+
+
+def _target_identity(target: ResolvedTarget) -> dict[str, Any]:
+    identity: dict[str, Any] = {"pod": target.name}
+    if target.pod is not None:
+        identity["podUID"] = target.pod.uid
+        if target.pod.ip:
+            identity["podIP"] = target.pod.ip
+        if target.pod.node_name:
+            identity["nodeName"] = target.pod.node_name
+    return identity
+
+
+def build_status(
+    *,
+    previous: Mapping[str, Any],
+    targets: Sequence[ResolvedTarget],
+    selector_form: bool,
+    generation: int,
+    now: datetime,
+) -> dict[str, Any]:
+    """The complete status for the request (see SPEC §3 for the fields)."""
+    if selector_form:
+        return _selector_status(previous=previous, targets=targets, generation=generation, now=now)
+    if len(targets) != 1:
+        raise ValueError("the single-pod form has exactly one target")
+    target = targets[0]
+    state = target.state
+    status: dict[str, Any] = {
+        "phase": state.phase,
+        "reason": state.reason,
+        "message": state.message,
+    }
+    if state.total_bytes is not None or state.bytes is not None:
+        progress: dict[str, Any] = {}
+        if state.bytes is not None:
+            progress["bytes"] = state.bytes
+        if state.total_bytes is not None:
+            progress["totalBytes"] = state.total_bytes
+        if state.percent is not None:
+            progress["percent"] = state.percent
+        status["progress"] = progress
+    if state.queue_position is not None and state.phase in ("Queued", "Caching"):
+        status["queuePosition"] = state.queue_position
+    if state.attempts is not None:
+        status["attempts"] = state.attempts
+    status["target"] = _target_identity(target)
+    status["conditions"] = [
+        _condition(
+            phase=state.phase,
+            reason=state.reason,
+            message=state.message,
+            previous=previous,
+            generation=generation,
+            now=now,
+        )
+    ]
+    status["observedGeneration"] = generation
+    reported = {
+        "queuedAt": state.queued_at,
+        "startedAt": state.started_at,
+        "cachedAt": state.cached_at,
+    }
+    status.update(_timestamps(phase=state.phase, reported=reported, previous=previous, now=now))
+    return status
+
+
+def _earliest(values: Sequence[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return min(known) if known else None
+
+
+def _selector_status(
+    *,
+    previous: Mapping[str, Any],
+    targets: Sequence[ResolvedTarget],
+    generation: int,
+    now: datetime,
+) -> dict[str, Any]:
+    phases = [target.state.phase for target in targets]
+    phase = aggregate_phase(phases=phases)
+    summary = summarize(phases=phases)
+    if not targets:
+        reason, message = "NoMatchingPods", "no Running pod matches the selector"
+    elif phase == "Cached":
+        reason, message = "Cached", f"cached on all {len(targets)} target(s)"
+    else:
+        leader = next(
+            t
+            for t in targets
+            if t.state.phase == phase or (phase == "Failed" and t.state.phase == "Failed")
+        )
+        reason = leader.state.reason
+        message = (
+            f"{summary['cached']}/{summary['total']} cached; {leader.name}: {leader.state.message}"
+        )
+    entries = []
+    for target in targets:
+        entry = _target_identity(target)
+        entry["phase"] = target.state.phase
+        entry["reason"] = target.state.reason
+        if target.state.percent is not None:
+            entry["percent"] = target.state.percent
+        entry["message"] = target.state.message
+        entries.append(entry)
+    status: dict[str, Any] = {
+        "phase": phase,
+        "reason": reason,
+        "message": message,
+        "progress": {"percent": summary["cached"] * 100 // summary["total"] if targets else 0},
+        "targets": entries,
+        "summary": dict(summary),
+        "conditions": [
+            _condition(
+                phase=phase,
+                reason=reason,
+                message=message,
+                previous=previous,
+                generation=generation,
+                now=now,
+            )
+        ],
+        "observedGeneration": generation,
+    }
+    cached_times = [t.state.cached_at for t in targets]
+    reported = {
+        "queuedAt": _earliest([t.state.queued_at for t in targets]),
+        "startedAt": _earliest([t.state.started_at for t in targets]),
+        "cachedAt": max(v for v in cached_times if v is not None)
+        if phase == "Cached" and all(v is not None for v in cached_times)
+        else None,
+    }
+    status.update(_timestamps(phase=phase, reported=reported, previous=previous, now=now))
+    return status
+
+
+def status_events(*, previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[Event]:
+    """Events for a change of phase (or of the reason a request is Pending or Failed)."""
+    phase = current.get("phase")
+    reason = str(current.get("reason") or "")
+    changed = previous.get("phase") != phase or (
+        phase in ("Pending", "Failed") and previous.get("reason") != reason
+    )
+    if not changed or phase is None:
+        return []
+    message = str(current.get("message") or "")
+    if phase == "Failed":
+        name = "Unauthorized" if reason == "Unauthorized" else "Failed"
+        return [Event(type="Warning", reason=name, message=f"{reason}: {message}")]
+    if phase == "Pending":
+        kind: EventType = "Warning" if reason in _WARNING_REASONS else "Normal"
+        return [Event(type=kind, reason=reason or "Pending", message=message)]
+    return [Event(type="Normal", reason=str(phase), message=message)]
+
+
+def merge_patch(*, old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7386 merge patch turning `old` into `new` (nested objects diffed, lists replaced)."""
+    patch: dict[str, Any] = {}
+    for key in old:
+        if key not in new:
+            patch[key] = None
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            nested = merge_patch(old=before, new=value)
+            if nested:
+                patch[key] = nested
+        elif key not in old or before != value:
+            patch[key] = value
+    return patch
