@@ -127,6 +127,14 @@ class Store:
                 raise schemas.refusal(rt.kind, rt.group, name, errors)
         return obj
 
+    def _generate_name(self, rt: ResourceType, meta: Obj) -> str:
+        """A free name from ``generateName`` plus 5 random characters, as the API server does
+        (it retries a taken suffix rather than answering 409 to the client)."""
+        while True:
+            name = str(meta["generateName"]) + uuid.uuid4().hex[:5]
+            if (rt.key, meta.get("namespace"), name) not in self.objects:
+                return name
+
     def create(self, rt: ResourceType, namespace: str | None, body: Any) -> Obj:
         """POST: a new object, namespace from the URL, ``status`` dropped if a subresource."""
         if not isinstance(body, dict):
@@ -156,7 +164,7 @@ class Store:
                 f"the API version in the data ({obj['apiVersion']}) does not match the expected API version ({rt.api_version})"  # noqa: E501 (the API server's wording)
             )
         if not meta.get("name") and meta.get("generateName"):
-            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+            meta["name"] = self._generate_name(rt, meta)
         name = meta.get("name") or ""
         if not name:
             raise schemas.refusal(
