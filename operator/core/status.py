@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal, TypedDict, cast
 
 from imagecache.core.aggregation import Phase, aggregate_phase, summarize
+from imagecache.core.sizes import format_size
 from imagecache.core.targets import PodInfo
 
 AgentState = Literal["queued", "caching", "cached", "failed", "absent"]
@@ -122,16 +123,6 @@ def find_image(*, report: Mapping[str, Any], image_id: str) -> ImageReport:
     return ImageReport(image_id=image_id, state="absent")
 
 
-def human_bytes(value: int) -> str:
-    """``3.1 GiB``-style size."""
-    amount = float(value)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if amount < 1024 or unit == "TiB":
-            return f"{int(amount)} B" if unit == "B" else f"{amount:.1f} {unit}"
-        amount /= 1024
-    raise AssertionError("unreachable")
-
-
 def _percent(*, done: int | None, total: int | None, reported: float | None) -> int | None:
     if reported is not None:
         return max(0, min(100, int(reported)))
@@ -158,13 +149,13 @@ def state_from_image(*, entry: ImageReport, pod_name: str) -> TargetState:
             reason="Cached",
             bytes=size,
             percent=100,
-            message=f"cached on {pod_name}" + (f" ({human_bytes(size)})" if size else ""),
+            message=f"cached on {pod_name}" + (f" ({format_size(size)})" if size else ""),
             **common,
         )
     if state == "caching":
         done = done or 0
         percent = _percent(done=done, total=size, reported=entry.get("percent"))
-        message = f"{human_bytes(done)} of {human_bytes(size)}" if size else f"{human_bytes(done)}"
+        message = f"{format_size(done)} of {format_size(size)}" if size else f"{format_size(done)}"
         return TargetState(
             phase="Caching",
             reason="Downloading",
