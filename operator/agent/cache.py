@@ -211,20 +211,25 @@ class ImageCache:
         return (r for r in self.records.values() if r.state == "cached")
 
     # --- serving ---------------------------------------------------------------------------
-    def pin(self, image_id: str) -> tuple[Path, ImageRecord, Callable[[], None]] | None:
+    def pin(
+        self, image_id: str, *, read: bool = True
+    ) -> tuple[Path, ImageRecord, Callable[[], None]] | None:
         """A cached image for serving: its file, record and a release callback, or None.
 
-        Counts a hit (or a miss); the image is never evicted until `release()` is called.
+        A `read` (GET, not HEAD) counts a hit or a miss; the image is never evicted until
+        `release()` is called.
         """
         record = self.records.get(image_id)
         if record is None or record.state != "cached":
-            self.metrics.misses.inc()
+            if read:
+                self.metrics.misses.inc()
             return None
         self._pins[image_id] += 1
-        record = images.hit(record, now=time.time())
-        self.records[image_id] = record
-        self.db.save_soon(record)
-        self.metrics.hits.inc()
+        if read:
+            record = images.hit(record, now=time.time())
+            self.records[image_id] = record
+            self.db.save_soon(record)
+            self.metrics.hits.inc()
         released = False
 
         def release() -> None:
@@ -237,12 +242,13 @@ class ImageCache:
 
         return self.store.image_path(image_id), record, release
 
-    async def read_through(self, image_id: str) -> ImageMeta:
-        """A miss: metadata for streaming from upstream; queues it when `cache_on_read`."""
+    async def read_through(self, image_id: str, *, read: bool = True) -> ImageMeta:
+        """A miss: metadata for streaming from upstream; a `read` (GET, not HEAD) also queues
+        the image when `cache_on_read`."""
         meta = await self._metadata(image_id)
         if meta.status != "active":
             raise NotFound(f"Image {image_id} has no data (status {meta.status!r})")
-        if self.settings.cache_on_read:
+        if read and self.settings.cache_on_read:
             try:
                 await self.queue(image_id)
             except (NotFound, BadRequest, UpstreamUnavailable) as error:

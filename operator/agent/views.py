@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -82,20 +82,21 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     if not is_valid_image_id(image_id):
         raise NotFound(f"No image with id {image_id!r}")
     cache = request.app[CACHE]
-    found = cache.pin(image_id)
+    read = request.method == "GET"  # HEAD neither counts a hit nor queues the image
+    found = cache.pin(image_id, read=read)
     if found is not None:
         path, record, release = found
         headers = {"Content-Type": "application/octet-stream"}
         if record.checksum:
             headers["Content-MD5"] = record.checksum
         return PinnedFileResponse(path, release, headers=headers)
-    meta = await cache.read_through(image_id)
+    meta = await cache.read_through(image_id, read=read)
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     if meta.size is not None:
         response.content_length = meta.size
     if meta.checksum:
         response.headers["Content-MD5"] = meta.checksum
-    if request.method == "HEAD":
+    if not read:
         await response.prepare(request)
         return response
     try:
@@ -150,14 +151,33 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def openapi_document() -> dict[str, Any]:
-    text = resources.files("imagecache.agent").joinpath("openapi.json").read_text()
-    doc: dict[str, Any] = json.loads(text)
+def package_json(name: str) -> dict[str, Any]:
+    """A JSON document shipped in this package (``openapi.json``, ``glance-schemas.json``)."""
+    doc: dict[str, Any] = json.loads(resources.files("imagecache.agent").joinpath(name).read_text())
     return doc
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    return web.json_response(package_json("openapi.json"))
+
+
+def schema_routes() -> list[web.RouteDef]:
+    """`GET /v2/schemas/...`: python-glanceclient fetches these three before it uses v2 at all.
+
+    If none of them answers, the stock CLI falls back to the v1 API, which has no cache
+    commands; so the agent serves a Glance-shaped subset (the image fields it reads upstream).
+    """
+
+    def view(schema: dict[str, Any]) -> Callable[[web.Request], Awaitable[web.Response]]:
+        async def handler(request: web.Request) -> web.Response:
+            return web.json_response(schema)
+
+        return handler
+
+    return [
+        web.get(f"/v2/schemas/{resource}", view(schema), allow_head=False)
+        for resource, schema in package_json("glance-schemas.json").items()
+    ]
 
 
 def routes() -> list[web.RouteDef]:
@@ -165,6 +185,7 @@ def routes() -> list[web.RouteDef]:
     return [
         web.get("/", root, allow_head=False),
         web.get("/versions", versions, allow_head=False),
+        *schema_routes(),
         web.get("/v2/cache", list_cache, allow_head=False),
         web.delete("/v2/cache", clear_cache),
         web.get("/v2/cache/{image_id}", image_report, allow_head=False),

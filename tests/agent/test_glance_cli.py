@@ -1,17 +1,20 @@
 """The stock Glance CLI (python-glanceclient) against a real agent.
 
-Covers (SPEC §2.4 "Compatibility test"): `glance --os-image-url URL --os-auth-token T
---os-image-api-version 2` with `cache-list`, `cache-queue`, `cache-delete` and `cache-clear`
-(both, `--target cache`, `--target queue`), a wrong token and an unknown image; each asserts on
-the CLI's exit code and output *and* on the agent's own state afterwards.
+Covers (SPEC §2.4 "Compatibility test"): `glance --os-image-url URL --os-auth-token T` exactly
+as written there (no `--os-image-api-version`, a fresh `HOME`) with `cache-list`, `cache-queue`,
+`cache-delete` and `cache-clear` (both, `--target cache`, `--target queue`), a wrong token and an
+unknown image; each asserts on the CLI's exit code and output *and* on the agent's own state.
 
-The CLI only offers the cache commands when `/versions` lists v2.14 or later as CURRENT or
-SUPPORTED, sends `PUT` with `Content-Type: application/octet-stream` and no body, and renders
-every key of `GET /v2/cache` other than `cached_images` as a list of queued image ids.
+Without an explicit API version the CLI first downloads `/v2/schemas/{image,metadefs/namespace,
+metadefs/resource_type}` into `~/.glanceclient` and falls back to v1 (no cache commands) when
+none answers. It offers the cache commands only when `/versions` lists v2.14 or later, sends
+`PUT` with `Content-Type: application/octet-stream` and no body, and renders every key of
+`GET /v2/cache` other than `cached_images` as a list of queued image ids.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -38,23 +41,19 @@ class Setup:
     agent: AgentProcess
     upstream: ThrottledServer
     client: AgentClient
+    home: Path
 
     def glance(self, *args: str, token: str = TOKEN) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+        env["HOME"] = str(self.home)  # the schema cache starts empty, as on a fresh machine
         return subprocess.run(
-            [
-                GLANCE,
-                "--os-image-url", self.agent.url,
-                "--os-auth-token", token,
-                "--os-image-api-version", "2",
-                *args,
-            ],
+            [GLANCE, "--os-image-url", self.agent.url, "--os-auth-token", token, *args],
             capture_output=True,
             text=True,
             timeout=60,
             env=env,
             check=False,
-        )  # fmt: skip
+        )
 
 
 @pytest.fixture
@@ -74,7 +73,10 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
         agent.start()
         try:
             yield Setup(
-                agent=agent, upstream=server, client=AgentClient(agent.host, agent.port, TOKEN)
+                agent=agent,
+                upstream=server,
+                client=AgentClient(agent.host, agent.port, TOKEN),
+                home=tmp_path / "home",
             )
         finally:
             agent.kill()
@@ -94,7 +96,17 @@ def table_rows(output: str) -> list[list[str]]:
 def ok(done: subprocess.CompletedProcess[str]) -> str:
     assert done.returncode == 0, (done.returncode, done.stdout, done.stderr)
     assert "Unable" not in done.stderr and "ERROR" not in done.stderr.upper(), done.stderr
+    assert "falling back to v1" not in done.stderr, done.stderr
     return done.stdout
+
+
+def test_cli_uses_v2_and_caches_the_agent_schemas(setup: Setup) -> None:
+    ok(setup.glance("cache-list"))
+    cached = sorted(p.name for p in (setup.home / ".glanceclient").iterdir())
+    assert cached == ["image_schema.json", "namespace_schema.json", "resource_type_schema.json"]
+    image_schema = json.loads((setup.home / ".glanceclient" / "image_schema.json").read_text())
+    assert image_schema["name"] == "image"
+    assert {"id", "status", "size", "checksum"} <= set(image_schema["properties"])
 
 
 def test_queue_list_delete_clear_with_the_stock_cli(setup: Setup) -> None:

@@ -1,8 +1,9 @@
 """Serving images and operations endpoints (SPEC §2.6, §2.7), in process.
 
 Covers: a cached image served from disk with Content-Length, Content-MD5, Range and HEAD, each
-GET counted as a hit; a miss streamed from the upstream and queued (``cache_on_read``) or not
-(``--no-cache-on-read``); a bad id on the file path; /healthz, /readyz, /metrics names, and
+GET counted as a hit and HEAD not; a miss streamed from the upstream and queued
+(``cache_on_read``) or not (``--no-cache-on-read``), and a HEAD miss never queued; a bad id on
+the file path; /healthz, /readyz, /metrics names, and
 /openapi.json listing every route.
 """
 
@@ -35,7 +36,7 @@ async def test_cached_image_is_served_with_range_and_hits(
         assert response.status == 200
         assert response.headers["Content-Length"] == str(len(data))
     [entry] = (await agent.listing())["cached_images"]
-    assert entry["hits"] == 3
+    assert entry["hits"] == 2, "two GETs are hits; a HEAD reads nothing"
     assert entry["last_accessed"] >= entry["last_modified"]
     assert http_upstream.count("GET", IMAGE_A) == 1
 
@@ -54,6 +55,20 @@ async def test_miss_streams_from_upstream_and_queues(
     async with agent.client.get("/metrics") as response:
         text = await response.text()
     assert "imagecache_misses_total 1.0" in text
+
+
+async def test_head_on_a_miss_answers_from_upstream_metadata_and_queues_nothing(
+    make_agent: AgentFactory, http_upstream: HttpFileServer
+) -> None:
+    http_upstream.add(IMAGE_A, payload(1000))
+    agent = await make_agent(http_upstream.upstream)  # cache_on_read is on
+    async with agent.client.head(f"/v2/images/{IMAGE_A}/file") as response:
+        assert response.status == 200
+        assert response.headers["Content-Length"] == "1000"
+    assert (await agent.report(IMAGE_A))["state"] == "absent"
+    assert http_upstream.count("GET", IMAGE_A) == 0
+    async with agent.client.get("/metrics") as response:
+        assert "imagecache_misses_total 0.0" in await response.text()
 
 
 async def test_miss_without_cache_on_read(
