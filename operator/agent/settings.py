@@ -13,15 +13,16 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+from imagecache import settings_cli
 from imagecache.core.sizes import parse_size
-from pydantic import Field, ValidationError, field_validator, model_validator
+from imagecache.settings_cli import SettingsError as SettingsError
+from imagecache.settings_cli import env_var, flag
+from pydantic import Field, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "IMAGECACHE_"
-
-
-class SettingsError(Exception):
-    """Settings that cannot run; the message is one line naming the setting."""
 
 
 class AgentSettings(BaseSettings):
@@ -151,45 +152,33 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+def _note(name: str, info: FieldInfo) -> str:
+    default = "required" if info.is_required() else f"default: {info.default}"
+    return f"[{default}; env {env_var(AgentSettings, name)}]"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI: one flag per setting, help text from the field descriptions."""
-    parser = argparse.ArgumentParser(
+    return settings_cli.build_parser(
+        AgentSettings,
         prog="imagecache-agent",
         description="The imagecache agent: a Glance-compatible image cache for one directory. "
         f"Every flag can also be set as an environment variable {ENV_PREFIX}<NAME>.",
-        argument_default=argparse.SUPPRESS,
+        note=_note,
     )
-    for name, info in AgentSettings.model_fields.items():
-        default = "required" if info.is_required() else f"default: {info.default}"
-        env = f"{ENV_PREFIX}{name.upper()}"
-        text = f"{info.description} [{default}; env {env}]"
-        if name == "insecure_no_auth":
-            parser.add_argument(_flag(name), action="store_const", const=True, help=text)
-        elif name == "cache_on_read":
-            parser.add_argument(_flag(name), action=argparse.BooleanOptionalAction, help=text)
-        else:
-            parser.add_argument(_flag(name), dest=name, metavar=name.upper(), help=text)
-    return parser
+
+
+def _describe(error: ErrorDetails) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["loc"]:
+        name = str(error["loc"][0])
+    else:  # a model-level check: its message starts with "<setting>: "
+        name, _, message = message.partition(": ")
+    if error["type"] == "missing":
+        message = "is required"
+    return f"invalid setting {name} ({flag(name)} / {env_var(AgentSettings, name)}): {message}"
 
 
 def load_settings(argv: Sequence[str] | None = None) -> AgentSettings:
     """Parse flags (over environment variables); raise `SettingsError` with one clear line."""
-    args = vars(build_parser().parse_args(argv))
-    try:
-        return AgentSettings(**args)
-    except ValidationError as error:
-        first = error.errors()[0]
-        message = str(first["msg"]).removeprefix("Value error, ")
-        if first["loc"]:
-            name = str(first["loc"][0])
-        else:  # a model-level check: its message starts with "<setting>: "
-            name, _, message = message.partition(": ")
-        if first["type"] == "missing":
-            message = "is required"
-        raise SettingsError(
-            f"invalid setting {name} ({_flag(name)} / {ENV_PREFIX}{name.upper()}): {message}"
-        ) from None
+    return settings_cli.load(AgentSettings, build_parser(), argv, _describe)

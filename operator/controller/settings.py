@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError, field_validator
+from imagecache import settings_cli
+from imagecache.settings_cli import SettingsError as SettingsError
+from pydantic import Field, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-
-
-class SettingsError(ValueError):
-    """A setting is invalid; the message names it, in one line."""
 
 
 class OperatorSettings(BaseSettings):
@@ -74,35 +74,26 @@ class OperatorSettings(BaseSettings):
         return value
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+def _note(name: str, info: FieldInfo) -> str:
+    return f"(default: {info.get_default(call_default_factory=True) or 'none'})"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI: one flag per setting, documented from the field descriptions."""
-    parser = argparse.ArgumentParser(
+    return settings_cli.build_parser(
+        OperatorSettings,
         prog="imagecache-operator",
         description="The imagecache operator: reconciles ImageCacheRequest objects. Every flag "
         "can also be set as IMAGECACHE_OPERATOR_<NAME>.",
+        note=_note,
     )
-    for name, info in OperatorSettings.model_fields.items():
-        default = info.get_default(call_default_factory=True)
-        parser.add_argument(
-            _flag(name),
-            dest=name,
-            default=argparse.SUPPRESS,
-            metavar=name.upper(),
-            help=f"{info.description} (default: {default or 'none'})",
-        )
-    return parser
+
+
+def _describe(error: ErrorDetails) -> str:
+    name = ".".join(str(part) for part in error["loc"]) or "settings"
+    return f"invalid setting {name}: {error['msg']}"
 
 
 def parse_settings(argv: Sequence[str] | None = None) -> OperatorSettings:
     """Settings from flags (winning) and the environment; `SettingsError` names a bad one."""
-    flags = vars(build_parser().parse_args(argv))
-    try:
-        return OperatorSettings(**flags)
-    except ValidationError as error:
-        first = error.errors()[0]
-        name = ".".join(str(part) for part in first["loc"]) or "settings"
-        raise SettingsError(f"invalid setting {name}: {first['msg']}") from error
+    return settings_cli.load(OperatorSettings, build_parser(), argv, _describe)
