@@ -13,7 +13,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +34,8 @@ from imagecache.agent.workers import WorkerPool
 from imagecache.core import images
 from imagecache.core.eviction import Candidate, DoesNotFit, choose_victims
 from imagecache.core.ids import is_valid_image_id
-from imagecache.core.images import ImageRecord
+from imagecache.core.images import ImageRecord, State
+from imagecache.core.table import ImageTable
 
 log = logging.getLogger("imagecache.agent")
 
@@ -50,18 +51,16 @@ class ImageCache:
         self.metrics = metrics
         self.store = Store(settings.cache_dir)
         self.db = Database(self.store.database)
-        self.records: dict[str, ImageRecord] = {}
+        self.records = ImageTable()
         self.pool = WorkerPool(settings.workers, self._download, metrics.worker_restarts.inc)
         self._seq = 0
         self._putting: dict[str, asyncio.Future[None]] = {}
         self._pins: Counter[str] = Counter()
         self._reserved: dict[str, int] = {}
         metrics.bind(
-            cache_bytes=lambda: float(sum(r.size or 0 for r in self._cached())),
-            cache_images=lambda: float(sum(1 for _ in self._cached())),
-            queue_length=lambda: float(
-                sum(1 for r in self.records.values() if r.state in ("queued", "caching"))
-            ),
+            cache_bytes=lambda: float(self.records.cached_bytes),
+            cache_images=lambda: float(self.records.count("cached")),
+            queue_length=lambda: float(self.records.count("queued", "caching")),
             in_flight=lambda: float(len(self.pool.running)),
         )
 
@@ -93,16 +92,16 @@ class ImageCache:
                 changed.append(recovered)
             self.records[recovered.image_id] = recovered
             self._seq = max(self._seq, recovered.seq)
-        for name in cached_files - {i for i, r in self.records.items() if r.state == "cached"}:
+        for name in cached_files - {r.image_id for r in self.records.in_state("cached")}:
             await asyncio.to_thread(self.store.remove, name, partial=False)
-        for name in partial_files - {i for i, r in self.records.items() if r.state == "queued"}:
+        for name in partial_files - {r.image_id for r in self.records.in_state("queued")}:
             await asyncio.to_thread(self.store.remove, name, cached=False)
         if dropped:
             await self.db.delete(*dropped)
         if changed:
             await self.db.save(*changed)
         self.pool.start()
-        for record in images.queue_order(self.records.values()):
+        for record in images.queue_order(self.records.in_state("queued")):
             self.pool.submit(record.image_id, record.seq)
         log.info("cache opened", extra={"event": "opened", "images": len(self.records)})
 
@@ -162,12 +161,12 @@ class ImageCache:
 
     async def clear(self, target: ClearTarget) -> None:
         """`DELETE /v2/cache`: the cache, the queue, or both."""
-        wanted = {
+        states: dict[ClearTarget, tuple[State, ...]] = {
             "all": ("cached", "queued", "caching"),
             "cache": ("cached",),
             "queue": ("queued", "caching"),
-        }[target]
-        await self._forget([i for i, r in self.records.items() if r.state in wanted])
+        }
+        await self._forget([r.image_id for r in self.records.in_state(*states[target])])
 
     async def _forget(self, image_ids: list[str]) -> None:
         for image_id in image_ids:
@@ -180,10 +179,11 @@ class ImageCache:
 
     def listing(self) -> dict[str, Any]:
         """`GET /v2/cache`: Glance's two keys plus the per-image reports."""
-        positions = images.queue_positions(self.records.values())
-        order = images.queue_order(self.records.values())
+        waiting = list(self.records.in_state("queued", "caching"))
+        positions = images.queue_positions(waiting)
+        order = images.queue_order(waiting)
         return {
-            "cached_images": [images.cached_entry(r) for r in self._cached()],
+            "cached_images": [images.cached_entry(r) for r in self.records.in_state("cached")],
             "queued_images": [r.image_id for r in order],
             "caching_images": [
                 images.report(r, image_id=r.image_id, queue_position=positions.get(r.image_id))
@@ -192,8 +192,7 @@ class ImageCache:
             ],
             "failed_images": [
                 images.report(r, image_id=r.image_id, queue_position=None)
-                for r in self.records.values()
-                if r.state == "failed"
+                for r in self.records.in_state("failed")
             ],
         }
 
@@ -204,11 +203,9 @@ class ImageCache:
         record = self.records.get(image_id)
         position = None
         if record is not None and record.state in ("queued", "caching"):
-            position = images.queue_positions(self.records.values()).get(image_id)
+            waiting = self.records.in_state("queued", "caching")
+            position = images.queue_positions(waiting).get(image_id)
         return images.report(record, image_id=image_id, queue_position=position)
-
-    def _cached(self) -> Iterator[ImageRecord]:
-        return (r for r in self.records.values() if r.state == "cached")
 
     # --- serving ---------------------------------------------------------------------------
     def pin(
@@ -351,15 +348,15 @@ class ImageCache:
             )
 
     async def _make_room(self, image_id: str, size: int) -> None:
-        used = sum(r.size or 0 for r in self._cached()) + sum(
+        used = self.records.cached_bytes + sum(
             v for k, v in self._reserved.items() if k != image_id
         )
         try:
             victims = choose_victims(
-                cached=[
+                cached=(
                     Candidate(r.image_id, r.size or 0, r.last_accessed or 0.0)
-                    for r in self._cached()
-                ],
+                    for r in self.records.in_state("cached")
+                ),
                 pinned=set(self._pins),
                 used=used,
                 incoming=size,

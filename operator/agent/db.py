@@ -12,7 +12,7 @@ import functools
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import astuple, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -21,6 +21,13 @@ from imagecache.core.images import ImageRecord
 T = TypeVar("T")
 
 _COLUMNS = [f.name for f in fields(ImageRecord)]
+
+
+def _row(record: ImageRecord) -> tuple[Any, ...]:
+    """A record's column values (`dataclasses.astuple` deep-copies: slow on the PUT path)."""
+    return tuple(getattr(record, name) for name in _COLUMNS)
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
     image_id TEXT PRIMARY KEY, state TEXT NOT NULL, seq INTEGER NOT NULL, size INTEGER,
@@ -92,11 +99,11 @@ class Database:
     # --- writes ----------------------------------------------------------------------------
     async def save(self, *records: ImageRecord) -> None:
         """Upsert records; returns once they are committed."""
-        await self._submit([(_UPSERT, astuple(r)) for r in records])
+        await self._submit([(_UPSERT, _row(r)) for r in records])
 
     def save_soon(self, *records: ImageRecord) -> None:
         """Upsert records in the next transaction, without waiting (hits, progress)."""
-        self._enqueue([(_UPSERT, astuple(r)) for r in records], None)
+        self._enqueue([(_UPSERT, _row(r)) for r in records], None)
 
     async def delete(self, *image_ids: str) -> None:
         await self._submit([("DELETE FROM images WHERE image_id = ?", (i,)) for i in image_ids])

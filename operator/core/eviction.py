@@ -35,6 +35,8 @@ def choose_victims(
     if incoming > max_size:
         raise DoesNotFit(f"image of {incoming} bytes is larger than max_size {max_size}")
     excess = used + incoming - max_size
+    if excess <= 0:
+        return []  # ``cached`` is not even looked at: the common case costs nothing
     victims: list[str] = []
     for candidate in sorted(cached, key=lambda c: (c.last_accessed, c.image_id)):
         if excess <= 0:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from imagecache.core.eviction import Candidate, DoesNotFit, choose_victims
 
@@ -51,3 +53,11 @@ def test_does_not_fit(pinned: set[str], incoming: int, max_size: int) -> None:
 def test_ties_break_by_id() -> None:
     cached = [Candidate("b", 10, 1.0), Candidate("a", 10, 1.0)]
     assert choose_victims(cached=cached, pinned=set(), used=20, incoming=5, max_size=20) == ["a"]
+
+
+def test_candidates_are_not_read_when_the_image_fits() -> None:
+    def exploding() -> Iterator[Candidate]:
+        raise AssertionError("the cached images were scanned although the image fits")
+        yield  # pragma: no cover
+
+    assert choose_victims(cached=exploding(), pinned=set(), used=10, incoming=5, max_size=15) == []
