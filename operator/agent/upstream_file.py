@@ -7,8 +7,10 @@ import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any, BinaryIO
 
+from imagecache.agent.batching import ThreadBatch
 from imagecache.agent.upstreams import (
     CHUNK_SIZE,
     ByteStream,
@@ -28,6 +30,7 @@ class FileUpstream:
     def __init__(self, directory: Path, *, chunk_size: int = CHUNK_SIZE) -> None:
         self.directory = directory
         self.chunk_size = chunk_size
+        self._metadata = ThreadBatch(self._read_metadata)  # a PUT burst: one hop, many stats
 
     def _path(self, image_id: str) -> Path:
         if not is_valid_image_id(image_id):
@@ -36,7 +39,7 @@ class FileUpstream:
 
     async def metadata(self, image_id: str) -> ImageMeta:
         path = self._path(image_id)
-        return await asyncio.to_thread(self._read_metadata, path)
+        return await self._metadata.call(path)
 
     @staticmethod
     def _read_metadata(path: Path) -> ImageMeta:
@@ -46,7 +49,7 @@ class FileUpstream:
             raise ImageNotFound(path.name) from error
         except OSError as error:
             raise TransientUpstreamError(f"cannot stat {path.name}: {error}") from error
-        if not path.is_file():
+        if not S_ISREG(stat.st_mode):
             raise ImageNotFound(path.name)
         fields: dict[str, Any] = {}
         sidecar = path.with_name(path.name + ".json")
