@@ -113,6 +113,17 @@ async def test_delete_one_image(make_agent: AgentFactory, images: None) -> None:
         assert_glance_error(response.status, await response.json(), 404)
 
 
+async def test_delete_of_a_valid_id_the_agent_does_not_hold_is_204(
+    make_agent: AgentFactory,
+) -> None:
+    """docs/glance-compatibility.md: idempotent; the agent has no image database to check."""
+    agent = await make_agent()
+    async with agent.client.delete(f"/v2/cache/{IMAGE_C}") as response:
+        assert response.status == 204
+        assert await response.read() == b""
+    assert (await agent.report(IMAGE_C))["state"] == "absent"
+
+
 @pytest.mark.parametrize(
     ("header", "left_cached", "left_queued"),
     [
