@@ -90,11 +90,14 @@ class _HttpBase:
 
     async def _read(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         """Chunks of up to `chunk_size`; a partial chunk is handed on when the upstream pauses
-        (so progress stays true and a drop loses nothing already received)."""
+        or once it has been held for `FLUSH_AFTER` (so progress moves at least that often on a
+        slow upstream, and a drop loses nothing already received)."""
         buffer = bytearray()
+        held_since = 0.0  # when the oldest byte in `buffer` arrived
         expected = response.content_length
         received = 0
         content = response.content
+        clock = asyncio.get_running_loop().time
         while True:
             failure: TransientUpstreamError | None = None
             piece = b""
@@ -124,8 +127,10 @@ class _HttpBase:
             if not piece:
                 break
             received += len(piece)
+            if not buffer:
+                held_since = clock()
             buffer += piece
-            if len(buffer) >= self.chunk_size:
+            if len(buffer) >= self.chunk_size or clock() - held_since >= FLUSH_AFTER:
                 yield bytes(buffer)
                 buffer.clear()
         if buffer:

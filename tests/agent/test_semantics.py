@@ -1,12 +1,12 @@
 """Caching semantics beyond Glance (SPEC §2.5) over HTTP, fake-Glance and file upstreams.
 
-Covers: idempotent PUT (upstream byte requests counted); a failed image re-queued by PUT;
-transient 5xx retried; a stall past ``stall_timeout`` retried then failed with its reason;
-a dropped connection resumed with ``Range`` from ``incomplete/``; an upstream that ignores
-``Range`` (start over); wrong bytes → ``invalid/<id>`` and a checksum failure; too few bytes →
-size failure; image larger than ``max_size``; LRU eviction; DELETE cancelling a download in
-flight; progress reported while caching; one failure not stopping the pool; Glance upstream
-(token forwarded, metadata fields verified, non-UUID ids refused).
+Covers: idempotent PUT (upstream byte requests counted); a failed image re-queued by PUT; transient
+5xx retried; a stall past ``stall_timeout`` retried then failed with its reason; a dropped
+connection resumed with ``Range`` from ``incomplete/``; an upstream that ignores ``Range`` (start
+over); wrong bytes → ``invalid/<id>`` and a checksum failure; too few bytes → size failure; image
+larger than ``max_size``; LRU eviction; DELETE cancelling a download in flight; progress reported
+while caching, also from a slow upstream that never pauses; one failure not stopping the pool;
+Glance upstream (token forwarded, metadata fields verified, non-UUID ids refused).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from tests.agent.conftest import IMAGE_A, IMAGE_B, IMAGE_C, AgentFactory, payload
+from tests.agent.faults_upstream import ThrottledServer
 from tests.support.upstreams import FakeGlance, Faults, HttpFileServer, write_file_image
 
 
@@ -208,6 +209,26 @@ async def test_delete_cancels_download_in_flight(
     assert not (agent.cache_dir / "incomplete" / IMAGE_A).exists()
     listing = await agent.listing()
     assert listing["queued_images"] == [] and listing["caching_images"] == []
+
+
+async def test_progress_moves_while_a_slow_upstream_streams_without_pauses(
+    make_agent: AgentFactory,
+) -> None:
+    """A steady trickle (16 KiB pieces, never a 0.2 s pause) must still show progress: the
+    download buffer is handed on after `FLUSH_AFTER` even while bytes keep coming."""
+    server = ThrottledServer()
+    await server.start()
+    try:
+        size = 3 * 2**20  # below the 4 MiB chunk: without the time-based flush, 0 % until done
+        server.add(IMAGE_A, payload(size))
+        server.throttle[IMAGE_A] = 1.5 * 2**20  # two seconds
+        agent = await make_agent(server.upstream)
+        await agent.put(IMAGE_A)
+        report = await agent.wait_report(IMAGE_A, lambda r: 0 < r["bytes"] < size)
+        assert report["state"] == "caching" and 0 <= report["percent"] < 100, report
+        await agent.wait_for(IMAGE_A, "cached")
+    finally:
+        await server.close()
 
 
 async def test_one_failure_does_not_stop_the_pool(
