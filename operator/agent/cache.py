@@ -139,6 +139,7 @@ class ImageCache:
             await self.db.save(record)
             self.records[image_id] = record
             self.pool.submit(image_id, record.seq)
+            log.info("queued %s", image_id, extra={"event": "queued", "image_id": image_id})
         finally:
             del self._putting[image_id]
             done.set_result(None)
@@ -176,6 +177,7 @@ class ImageCache:
         for image_id in image_ids:
             if not self._pins[image_id]:
                 await asyncio.to_thread(self.store.remove, image_id)
+            log.info("removed %s", image_id, extra={"event": "removed", "image_id": image_id})
 
     def listing(self) -> dict[str, Any]:
         """`GET /v2/cache`: Glance's two keys plus the per-image reports."""
@@ -280,7 +282,11 @@ class ImageCache:
                         attempt, base=self.settings.retry_backoff, cap=300.0, jitter=random.random()
                     )
                     log.warning(
-                        "download of %s failed (%s); retrying in %.2fs", image_id, error, delay
+                        "download of %s failed (%s); retrying in %.2fs",
+                        image_id,
+                        error,
+                        delay,
+                        extra={"event": "retrying", "image_id": image_id},
                     )
                     await asyncio.sleep(delay)
                     continue
@@ -316,6 +322,13 @@ class ImageCache:
         current = self.records.get(image_id)
         if current is not None:
             self.db.save_soon(current)
+            log.info(
+                "%s %s (attempt %d)",
+                "resuming" if resumed else "downloading",
+                image_id,
+                current.attempts,
+                extra={"event": "resumed" if resumed else "started", "image_id": image_id},
+            )
         last = [resumed]
 
         def on_progress(done: int) -> None:

@@ -237,8 +237,10 @@ def test_json_logs(tmp_path: Path, upstream: HttpFileServer) -> None:
     try:
         assert call(agent, "PUT", f"/v2/cache/{IMAGE_A}")[0] == 202
         wait_until(lambda: report(agent, IMAGE_A)["state"] == "cached", what="cached")
+        assert call(agent, "DELETE", f"/v2/cache/{IMAGE_A}")[0] == 204
     finally:
         assert agent.stop() == 0
     events = [json.loads(line) for line in agent.logs().splitlines() if line.strip()]
     assert {"ts", "level", "logger", "message"} <= set(events[0])
-    assert any(e.get("event") == "cached" and e.get("image_id") == IMAGE_A for e in events)
+    about_a = [e["event"] for e in events if e.get("image_id") == IMAGE_A]
+    assert about_a == ["queued", "started", "cached", "removed"], about_a
