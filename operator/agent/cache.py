@@ -35,6 +35,7 @@ from imagecache.core import images
 from imagecache.core.eviction import Candidate, DoesNotFit, choose_victims
 from imagecache.core.ids import is_valid_image_id
 from imagecache.core.images import ImageRecord, State
+from imagecache.core.recovery import plan_recovery
 from imagecache.core.table import ImageTable
 
 log = logging.getLogger("imagecache.agent")
@@ -69,37 +70,19 @@ class ImageCache:
         """Create the layout, load and repair the records, start the workers, resume the queue."""
         await asyncio.to_thread(self.store.create)
         stored = await self.db.open()
-        cached_files, partial_files = await asyncio.to_thread(self.store.listing)
-        changed: list[ImageRecord] = []
-        dropped: list[str] = []
-        for record in stored:
-            recovered = images.recover(record)
-            if recovered is None:
-                dropped.append(record.image_id)
-                continue
-            if recovered.state == "cached" and (
-                record.image_id not in cached_files
-                or await asyncio.to_thread(self.store.cached_size, record.image_id) != record.size
-            ):
-                dropped.append(record.image_id)  # listed but not complete: forget it
-                continue
-            if recovered.state == "queued":
-                recovered = images.progress(
-                    recovered,
-                    done=await asyncio.to_thread(self.store.partial_size, record.image_id),
-                )
-            if recovered != record:
-                changed.append(recovered)
-            self.records[recovered.image_id] = recovered
-            self._seq = max(self._seq, recovered.seq)
-        for name in cached_files - {r.image_id for r in self.records.in_state("cached")}:
+        image_files, partial_files = await asyncio.to_thread(self.store.listing)
+        plan = plan_recovery(stored, image_files=image_files, partial_files=partial_files)
+        for record in plan.records:
+            self.records[record.image_id] = record
+            self._seq = max(self._seq, record.seq)
+        for name in plan.stray_images:
             await asyncio.to_thread(self.store.remove, name, partial=False)
-        for name in partial_files - {r.image_id for r in self.records.in_state("queued")}:
+        for name in plan.stray_partials:
             await asyncio.to_thread(self.store.remove, name, cached=False)
-        if dropped:
-            await self.db.delete(*dropped)
-        if changed:
-            await self.db.save(*changed)
+        if plan.dropped:
+            await self.db.delete(*plan.dropped)
+        if plan.changed:
+            await self.db.save(*plan.changed)
         self.pool.start()
         for record in images.queue_order(self.records.in_state("queued")):
             self.pool.submit(record.image_id, record.seq)

@@ -40,12 +40,6 @@ class Store:
     def partial_path(self, image_id: str) -> Path:
         return self.incomplete / image_id
 
-    def cached_size(self, image_id: str) -> int | None:
-        try:
-            return self.image_path(image_id).stat().st_size
-        except OSError:
-            return None
-
     def partial_size(self, image_id: str) -> int:
         try:
             return self.partial_path(image_id).stat().st_size
@@ -87,12 +81,9 @@ class Store:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
-    def listing(self) -> tuple[set[str], set[str]]:
-        """Names in images/ and in incomplete/."""
-        return (
-            {p.name for p in self.images.iterdir() if p.is_file()},
-            {p.name for p in self.incomplete.iterdir() if p.is_file()},
-        )
+    def listing(self) -> tuple[dict[str, int], dict[str, int]]:
+        """The files in images/ and in incomplete/, each name with its size."""
+        return _file_sizes(self.images), _file_sizes(self.incomplete)
 
     def writable(self) -> bool:
         probe = self.root / ".probe"
@@ -113,3 +104,8 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _file_sizes(directory: Path) -> dict[str, int]:
+    with os.scandir(directory) as entries:
+        return {e.name: e.stat().st_size for e in entries if e.is_file(follow_symlinks=False)}
