@@ -98,11 +98,12 @@ class KubeClient:
             return response.status, payload
 
     async def _checked(self, method: str, path: str, **kwargs: Any) -> JsonObject:
-        status, payload = await self.request(method, path, **kwargs)
-        if status >= 400:
-            raise ApiError(status, payload if isinstance(payload, dict) else {"message": payload})
-        assert isinstance(payload, dict)
-        return payload
+        return _object_or_error(*await self.request(method, path, **kwargs))
+
+    async def _found(self, method: str, path: str) -> JsonObject | None:
+        """Like `_checked`, but None when the object does not exist (404)."""
+        status, payload = await self.request(method, path)
+        return None if status == 404 else _object_or_error(status, payload)
 
     async def create(
         self, resource: str, body: Mapping[str, Any], *, namespace: str | None = None
@@ -115,13 +116,7 @@ class KubeClient:
         self, resource: str, name: str, *, namespace: str | None = None
     ) -> JsonObject | None:
         """GET one object, or None when it does not exist (404)."""
-        status, payload = await self.request("GET", resource_path(resource, namespace, name))
-        if status == 404:
-            return None
-        if status >= 400:
-            raise ApiError(status, payload)
-        assert isinstance(payload, dict)
-        return payload
+        return await self._found("GET", resource_path(resource, namespace, name))
 
     async def list(
         self,
@@ -172,13 +167,7 @@ class KubeClient:
         self, resource: str, name: str, *, namespace: str | None = None
     ) -> JsonObject | None:
         """DELETE an object; answer what the server answered, or None when it was already gone."""
-        status, payload = await self.request("DELETE", resource_path(resource, namespace, name))
-        if status == 404:
-            return None
-        if status >= 400:
-            raise ApiError(status, payload)
-        assert isinstance(payload, dict)
-        return payload
+        return await self._found("DELETE", resource_path(resource, namespace, name))
 
     async def create_namespace(self, name: str) -> JsonObject:
         """Create a namespace (the emulator refuses objects in namespaces that do not exist)."""
@@ -254,3 +243,10 @@ class KubeClient:
             "events", namespace=namespace, field_selector=f"involvedObject.name={name}"
         )
         return sorted(items, key=lambda e: int(e["metadata"]["resourceVersion"]))
+
+
+def _object_or_error(status: int, payload: Any) -> JsonObject:
+    if status >= 400:
+        raise ApiError(status, payload if isinstance(payload, dict) else {"message": payload})
+    assert isinstance(payload, dict)
+    return payload
