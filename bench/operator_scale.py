@@ -34,7 +34,7 @@ from typing import Any
 import aiohttp
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.append(str(REPO))  # appended: the package dir `operator/` must not shadow the stdlib
+sys.path.append(str(REPO))  # the repository root, for tests.kube and tests.operator
 
 from tests.kube.emulator import run_emulator  # noqa: E402
 from tests.operator.harness import ICR, AgentPool, request_body  # noqa: E402

@@ -24,8 +24,7 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.append(str(REPO))  # appended, not prepended: the package dir `operator/` must not shadow
-# the standard library's `operator` module.
+sys.path.append(str(REPO))  # the repository root, for tests.kube and tests.operator
 
 from tests.kube.emulator import run_emulator  # noqa: E402
 from tests.operator.harness import ICR, AgentPool, agent_get, start_operator  # noqa: E402

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+
 from imagecache.agent.app import create_app
 from imagecache.agent.appkeys import CACHE
 from imagecache.agent.cache import ImageCache
 from imagecache.agent.settings import AgentSettings
-
 from tests.support.upstreams import FakeGlance, HttpFileServer
 
 IMAGE_A = "2c4e8a1e-6f0e-4e7b-9b8a-3f1d2c3b4a5e"

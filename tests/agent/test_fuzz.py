@@ -2,7 +2,7 @@
 
 Covers (SPEC §2.7, §6 "Bad input"):
 - the document served at `/openapi.json` is the one in the repository
-  (`operator/agent/openapi.json`) and is a valid OpenAPI 3 document;
+  (`operator/imagecache/agent/openapi.json`) and is a valid OpenAPI 3 document;
 - for every operation in it, generated valid requests (positive mode) and generated invalid
   requests (negative mode), sent with a valid token to a real agent process over loopback:
   never a 5xx, and every response conforms to the document (status code declared, content
@@ -29,7 +29,7 @@ from schemathesis import GenerationMode
 from tests.support.agents import AgentProcess
 from tests.support.upstreams import write_file_image
 
-OPENAPI = Path(__file__).resolve().parents[2] / "operator" / "agent" / "openapi.json"
+OPENAPI = Path(__file__).resolve().parents[2] / "operator" / "imagecache" / "agent" / "openapi.json"
 TOKEN = "fuzz-token"
 EXAMPLES = 80
 IMAGES = {"fuzz-image": b"fuzz bytes\n" * 500, "0a1b2c3d-0000-4000-8000-000000000001": b"u" * 4096}

@@ -4,6 +4,7 @@ one-line errors naming the setting."""
 from __future__ import annotations
 
 import pytest
+
 from imagecache.agent.settings import SettingsError, load_settings, split_listen
 
 

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import kopf
+
 from imagecache.controller.main import run_operator
 from imagecache.controller.metrics import OperatorMetrics
 from imagecache.controller.settings import OperatorSettings
-
 from tests.kube.emulator import Emulator
 from tests.support.agents import AgentProcess
 

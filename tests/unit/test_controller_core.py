@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+
 from imagecache.core.aggregation import aggregate_phase, summarize
 from imagecache.core.backoff import backoff_delay
 from imagecache.core.status import (

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from imagecache.controller.agents import TokenFile
 from imagecache.controller.errors import AgentUnreachable
 from imagecache.controller.polling import AgentPollers
 from imagecache.controller.reconciling import Reconciler, RequestMemory
 from imagecache.controller.settings import SettingsError, parse_settings
-from imagecache.core.status import CacheReport
 from imagecache.core.targets import PodInfo
+from imagecache.core.wire import CacheListing
 
 
 class FakeClock:
@@ -53,7 +54,7 @@ class FakeAgents:
         self.cached.discard(image)
         return 204
 
-    async def cache_report(self, endpoint: str) -> CacheReport:
+    async def cache_report(self, endpoint: str) -> CacheListing:
         self.gets += 1
         await asyncio.sleep(0)
         if self.down:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from imagecache.core.ids import is_uuid, is_valid_image_id
 
 

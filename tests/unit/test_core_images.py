@@ -4,6 +4,7 @@ queue positions, the Glance cached entry, and retry backoff."""
 from __future__ import annotations
 
 import pytest
+
 from imagecache.core import images
 from imagecache.core.images import ImageRecord
 

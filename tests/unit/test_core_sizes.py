@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from imagecache.core.sizes import format_size, parse_size
 
 

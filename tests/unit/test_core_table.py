@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from imagecache.core.images import ImageRecord, State
 from imagecache.core.table import STATES, ImageTable
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from imagecache import settings_cli
-from imagecache.agent import settings as agent_settings
-from imagecache.controller import settings as operator_settings
 from pydantic import Field, ValidationError
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from imagecache import settings_cli
+from imagecache.agent import settings as agent_settings
+from imagecache.controller import settings as operator_settings
 
 
 class Demo(BaseSettings):

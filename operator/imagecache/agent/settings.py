@@ -13,14 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from imagecache import settings_cli
-from imagecache.core.sizes import parse_size
-from imagecache.settings_cli import SettingsError as SettingsError
-from imagecache.settings_cli import env_var, flag
 from pydantic import Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from imagecache import settings_cli
+from imagecache.core.sizes import parse_size
+from imagecache.settings_cli import SettingsError as SettingsError
+from imagecache.settings_cli import env_var, flag
 
 ENV_PREFIX = "IMAGECACHE_"
 

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+
 from imagecache.agent.auth import TokenFile, presented_token
 from imagecache.agent.errors import ApiError
 

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 
 import kopf
+
 from imagecache.controller.agents import HttpAgents, TokenFile
 from imagecache.controller.handlers import LoginFn, build_registry, kopf_settings
 from imagecache.controller.metrics import OperatorMetrics, serve_probes

@@ -37,6 +37,7 @@ from imagecache.core.ids import is_valid_image_id
 from imagecache.core.images import ImageRecord, State
 from imagecache.core.recovery import plan_recovery
 from imagecache.core.table import ImageTable
+from imagecache.core.wire import ImageReport
 
 log = logging.getLogger("imagecache.agent")
 
@@ -181,7 +182,7 @@ class ImageCache:
             ],
         }
 
-    def report(self, image_id: str) -> images.ImageReport:
+    def report(self, image_id: str) -> ImageReport:
         """`GET /v2/cache/{id}`."""
         if not is_valid_image_id(image_id):
             raise NotFound(f"No image with id {image_id!r}")

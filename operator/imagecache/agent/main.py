@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from aiohttp import web
+
 from imagecache.agent.app import create_app
 from imagecache.agent.db import DatabaseError
 from imagecache.agent.logs import configure_logging

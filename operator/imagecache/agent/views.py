@@ -11,13 +11,14 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from imagecache.agent.appkeys import CACHE, METRICS
 from imagecache.agent.cache import ClearTarget
 from imagecache.agent.errors import BadRequest, NotFound, UpstreamUnavailable
 from imagecache.agent.middlewares import is_glance_client
 from imagecache.agent.upstreams import TransientUpstreamError, UpstreamError
 from imagecache.core.ids import is_valid_image_id
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 CLEAR_HEADER = "x-image-cache-clear-target"
 LATEST_MINOR = 16

@@ -17,11 +17,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 
 from aiohttp import web
-from imagecache.core.aggregation import PHASES
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
+
+from imagecache.core.aggregation import PHASES
 
 
 class _PhaseCollector(Collector):

@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
+
 from imagecache.agent.appkeys import CACHE, METRICS, SETTINGS
 from imagecache.agent.auth import TokenFile
 from imagecache.agent.cache import ImageCache

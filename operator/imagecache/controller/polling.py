@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from imagecache.controller.agents import AgentPort
 from imagecache.controller.errors import AgentError
-from imagecache.core.status import CacheReport
+from imagecache.core.wire import CacheListing
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class Snapshot:
     """One report of one agent: when its GET started (monotonic), and the report or error."""
 
     fetched_at: float
-    report: CacheReport | None = None
+    report: CacheListing | None = None
     error: AgentError | None = None
 
 

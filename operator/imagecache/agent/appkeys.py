@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
+
 from imagecache.agent.cache import ImageCache
 from imagecache.agent.metrics import AgentMetrics
 from imagecache.agent.settings import AgentSettings

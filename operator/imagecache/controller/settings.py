@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-from imagecache import settings_cli
-from imagecache.settings_cli import SettingsError as SettingsError
 from pydantic import Field, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from imagecache import settings_cli
+from imagecache.settings_cli import SettingsError as SettingsError
 
 
 class OperatorSettings(BaseSettings):

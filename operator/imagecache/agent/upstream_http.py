@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
 from imagecache.agent.upstreams import (
     CHUNK_SIZE,
     FLUSH_AFTER,

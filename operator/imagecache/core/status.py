@@ -17,41 +17,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, TypedDict, cast
+from typing import Any, Literal, cast
 
 from imagecache.core.aggregation import Phase, aggregate_phase, summarize
 from imagecache.core.sizes import format_size
 from imagecache.core.targets import PodInfo
+from imagecache.core.wire import ImageReport, image_report
 
-AgentState = Literal["queued", "caching", "cached", "failed", "absent"]
 EventType = Literal["Normal", "Warning"]
 
 _WARNING_REASONS = frozenset({"PodNotFound", "PodNotReady", "AgentUnreachable", "Unauthorized"})
-
-
-class ImageReport(TypedDict, total=False):
-    """One image as the agent reports it (``GET /v2/cache/{id}`` and the extra list keys)."""
-
-    image_id: str
-    state: AgentState
-    size: int | None
-    bytes: int | None
-    percent: int | float | None
-    queue_position: int | None
-    attempts: int | None
-    error: str | None
-    queued_at: float | None
-    started_at: float | None
-    cached_at: float | None
-
-
-class CacheReport(TypedDict, total=False):
-    """An agent's ``GET /v2/cache`` answer: Glance's two keys plus imagecache's two."""
-
-    cached_images: list[Mapping[str, Any]]
-    queued_images: list[str]
-    caching_images: list[ImageReport]
-    failed_images: list[ImageReport]
 
 
 @dataclass(frozen=True)
@@ -105,11 +80,11 @@ def find_image(*, report: Mapping[str, Any], image_id: str) -> ImageReport:
     for cached in report.get("cached_images") or []:
         if cached.get("image_id") == image_id:
             size = cached.get("size")
-            return ImageReport(
-                image_id=image_id,
-                state="cached",
+            return image_report(
+                image_id,
+                "cached",
                 size=size,
-                bytes=size,
+                bytes=size or 0,
                 percent=100,
                 cached_at=cached.get("last_modified"),
             )
@@ -117,10 +92,8 @@ def find_image(*, report: Mapping[str, Any], image_id: str) -> ImageReport:
     if image_id in queued:
         caching_ids = {entry.get("image_id") for entry in caching}
         waiting = [item for item in queued if item not in caching_ids]
-        return ImageReport(
-            image_id=image_id, state="queued", queue_position=waiting.index(image_id)
-        )
-    return ImageReport(image_id=image_id, state="absent")
+        return image_report(image_id, "queued", queue_position=waiting.index(image_id))
+    return image_report(image_id, "absent")
 
 
 def _percent(*, done: int | None, total: int | None, reported: float | None) -> int | None:

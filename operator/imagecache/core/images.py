@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Literal, TypedDict
+from typing import Literal
+
+from imagecache.core.wire import CachedEntry, ImageReport, image_report
 
 State = Literal["queued", "caching", "cached", "failed"]
-ReportState = Literal["queued", "caching", "cached", "failed", "absent"]
 
 
 @dataclass(frozen=True)
@@ -33,34 +34,6 @@ class ImageRecord:
     cached_at: float | None = None
     last_accessed: float | None = None
     hits: int = 0
-
-
-class ImageReport(TypedDict):
-    """`GET /v2/cache/{id}`: the agent's per-image report (docs/architecture.md)."""
-
-    image_id: str
-    state: ReportState
-    size: int | None
-    bytes: int
-    percent: int
-    queue_position: int | None
-    attempts: int
-    error: str | None
-    queued_at: float | None
-    started_at: float | None
-    cached_at: float | None
-
-
-class CachedEntry(TypedDict):
-    """One element of Glance's ``cached_images`` list (plus Glance 33's ``id``/``checksum``)."""
-
-    image_id: str
-    hits: int
-    last_accessed: float
-    last_modified: float
-    size: int
-    id: str
-    checksum: str | None
 
 
 def enqueue(
@@ -161,19 +134,7 @@ def queue_positions(records: Iterable[ImageRecord]) -> dict[str, int]:
 def report(record: ImageRecord | None, *, image_id: str, queue_position: int | None) -> ImageReport:
     """The per-image report; an unknown image is ``absent``."""
     if record is None:
-        return ImageReport(
-            image_id=image_id,
-            state="absent",
-            size=None,
-            bytes=0,
-            percent=0,
-            queue_position=None,
-            attempts=0,
-            error=None,
-            queued_at=None,
-            started_at=None,
-            cached_at=None,
-        )
+        return image_report(image_id, "absent")
     waiting = record.state in ("queued", "caching")
     return ImageReport(
         image_id=record.image_id,

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import kopf
+
 from imagecache.controller.errors import ControllerError, as_kopf_error
 from imagecache.controller.metrics import OperatorMetrics
 from imagecache.controller.reconciling import Reconciler, RequestMemory

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
+
 from imagecache.controller.errors import (
     AgentError,
     AgentProtocolError,
@@ -23,7 +24,7 @@ from imagecache.controller.errors import (
     AgentUnreachable,
 )
 from imagecache.controller.metrics import OperatorMetrics
-from imagecache.core.status import CacheReport
+from imagecache.core.wire import CacheListing
 
 
 class AgentPort(Protocol):
@@ -37,7 +38,7 @@ class AgentPort(Protocol):
         """``DELETE /v2/cache/{image}``: 204 or 404; raises AgentUnreachable/Unauthorized."""
         ...
 
-    async def cache_report(self, endpoint: str) -> CacheReport:
+    async def cache_report(self, endpoint: str) -> CacheListing:
         """``GET /v2/cache``; raises AgentUnreachable/Unauthorized/AgentProtocolError."""
         ...
 
@@ -99,11 +100,11 @@ class HttpAgents:
         status, _ = await self._call("DELETE", endpoint, f"/v2/cache/{image}", accept=(204, 404))
         return status
 
-    async def cache_report(self, endpoint: str) -> CacheReport:
+    async def cache_report(self, endpoint: str) -> CacheListing:
         _, body = await self._call("GET", endpoint, "/v2/cache", accept=(200,), want_json=True)
         if not isinstance(body, dict) or not isinstance(body.get("cached_images"), list):
             raise AgentProtocolError("GET /v2/cache: not a cache listing", endpoint=endpoint)
-        report: CacheReport = {
+        report: CacheListing = {
             "cached_images": body.get("cached_images") or [],
             "queued_images": body.get("queued_images") or [],
             "caching_images": body.get("caching_images") or [],
