@@ -9,8 +9,9 @@ chart's CRD is byte-identical to crds/; the example values files render.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -118,3 +119,47 @@ def test_rendered_crds_are_the_chart_files(render: Callable[..., Rendering]) -> 
 def test_example_values_render(render: Callable[..., Rendering], values_file: Path) -> None:
     rendering = render(files=[values_file])
     assert rendering.of_kind("Deployment"), "the operator is always rendered"
+
+
+def crd_version() -> dict[str, Any]:
+    crd = yaml.safe_load((REPO / "crds" / "imagecacherequests.yaml").read_text())
+    (version,) = crd["spec"]["versions"]
+    assert isinstance(version, dict)
+    return version
+
+
+def unbounded(node: dict[str, Any], path: str) -> Iterator[str]:
+    """Paths of lists without maxItems, maps without maxProperties, strings without a bound."""
+    kind = node.get("type")
+    if kind == "array":
+        if "maxItems" not in node:
+            yield path
+        yield from unbounded(node["items"], f"{path}[]")
+    elif kind == "object":
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict):
+            if "maxProperties" not in node:
+                yield path
+            yield from unbounded(extra, f"{path}.*")
+        for key, child in node.get("properties", {}).items():
+            yield from unbounded(child, f"{path}.{key}")
+    elif kind == "string" and not ({"maxLength", "enum"} & node.keys()):
+        yield path
+
+
+def test_spec_is_bounded_so_cel_cost_is_bounded() -> None:
+    """The API server refuses a CRD whose CEL rules may cost too much; bounds cap that cost."""
+    spec = crd_version()["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert list(unbounded(spec, "spec")) == []
+
+
+def test_status_conditions_are_a_map_and_reason_is_a_column() -> None:
+    version = crd_version()
+    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    conditions = status["conditions"]
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+    assert "type" in conditions["items"]["required"], "a map key must be required"
+    columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
+    assert columns["Reason"] == ".status.reason"
+    assert list(columns).index("Reason") == list(columns).index("Phase") + 1

@@ -2,7 +2,9 @@
 
 Covers: refusals (422 Invalid) worded like the real API server's for required, type, pattern,
 enum, min/max, maxLength, the CEL "exactly one of" rule and the CEL immutability rules (only on
-update); defaults applied; unknown fields pruned (but kept under a preserve-unknown status).
+update); a pod selector that selects nothing in particular (empty, or with empty parts) refused by
+CEL, its lists bounded by maxItems, and each expression's values checked against its operator;
+defaults applied; unknown fields pruned (but kept under a preserve-unknown status).
 """
 
 from __future__ import annotations
@@ -83,6 +85,105 @@ async def test_invalid_objects_are_refused(
         assert err.value.message == PREFIX + message
     assert err.value.body["details"]["kind"] == "ImageCacheRequest"
     assert await kube.client.get(ICR, "x", namespace="default") is None
+
+
+EMPTY_SELECTOR = (
+    'spec.podSelector: Invalid value: "object": spec.podSelector must set matchLabels or '
+    "matchExpressions: an empty selector would target every pod in the namespace"
+)
+VALUES_FOR_OPERATOR = (
+    'Invalid value: "object": values must be non-empty for In and NotIn, and empty for Exists '
+    "and DoesNotExist"
+)
+
+
+def expression(key: str, operator: str, values: list[str] | None = None) -> dict[str, Any]:
+    found: dict[str, Any] = {"key": key, "operator": operator}
+    if values is not None:
+        found["values"] = values
+    return found
+
+
+@pytest.mark.parametrize(
+    ("selector", "message"),
+    [
+        pytest.param({}, EMPTY_SELECTOR, id="empty"),
+        pytest.param({"matchLabels": {}}, EMPTY_SELECTOR, id="empty-match-labels"),
+        pytest.param({"matchExpressions": []}, EMPTY_SELECTOR, id="empty-match-expressions"),
+        pytest.param(
+            {"matchLabels": {}, "matchExpressions": []}, EMPTY_SELECTOR, id="both-parts-empty"
+        ),
+        pytest.param(
+            {"matchExpressions": [expression(f"k{i}", "Exists") for i in range(17)]},
+            "spec.podSelector.matchExpressions: Too many: 17: must have at most 16 items",
+            id="too-many-expressions",
+        ),
+        pytest.param(
+            {"matchExpressions": [expression("app", "In", [f"v{i}" for i in range(65)])]},
+            "spec.podSelector.matchExpressions[0].values: Too many: 65: must have at most 64 items",
+            id="too-many-values",
+        ),
+        pytest.param(
+            {"matchLabels": {"app": "x" * 64}},
+            "spec.podSelector.matchLabels.app: Too long: may not be more than 63 bytes",
+            id="label-value-too-long",
+        ),
+        pytest.param(
+            {"matchExpressions": [expression("app", "In")]},
+            "spec.podSelector.matchExpressions[0]: " + VALUES_FOR_OPERATOR,
+            id="in-without-values",
+        ),
+        pytest.param(
+            {"matchExpressions": [expression("app", "NotIn", [])]},
+            "spec.podSelector.matchExpressions[0]: " + VALUES_FOR_OPERATOR,
+            id="not-in-with-empty-values",
+        ),
+        pytest.param(
+            {"matchExpressions": [expression("app", "Exists", ["x"])]},
+            "spec.podSelector.matchExpressions[0]: " + VALUES_FOR_OPERATOR,
+            id="exists-with-values",
+        ),
+    ],
+)
+async def test_selectors_that_select_everything_or_too_much_are_refused(
+    kube: Emulator, selector: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ApiError) as err:
+        await kube.client.create(
+            ICR, body({"image": "img", "podSelector": selector}), namespace="default"
+        )
+    assert err.value.status == 422 and err.value.reason == "Invalid"
+    assert err.value.message == PREFIX + message
+    assert await kube.client.get(ICR, "x", namespace="default") is None
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [
+        pytest.param({"matchLabels": {"app": "glance-api"}}, id="labels"),
+        pytest.param({"matchExpressions": [expression("app", "Exists")]}, id="exists"),
+        pytest.param(
+            {
+                "matchLabels": {f"l{i}": "v" for i in range(32)},
+                "matchExpressions": [
+                    expression(f"k{i}", "In", [f"v{j}" for j in range(64)]) for i in range(16)
+                ],
+            },
+            id="at-every-bound",
+        ),
+        pytest.param(
+            {"matchLabels": {}, "matchExpressions": [expression("tier", "DoesNotExist", [])]},
+            id="one-part-empty",
+        ),
+    ],
+)
+async def test_selectors_within_the_bounds_are_accepted(
+    kube: Emulator, selector: dict[str, Any]
+) -> None:
+    created = await kube.client.create(
+        ICR, body({"image": "img", "podSelector": selector}), namespace="default"
+    )
+    assert created["spec"]["podSelector"] == selector
 
 
 async def test_several_errors_are_listed(kube: Emulator) -> None:
