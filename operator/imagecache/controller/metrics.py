@@ -77,6 +77,16 @@ class OperatorMetrics:
         return generate_latest(self.registry)
 
 
+def bind_host(host: str) -> str | None:
+    """The host to bind for `host`: ``"::"`` means every address of both families.
+
+    asyncio marks each IPv6 listening socket IPv6-only, so binding ``::`` alone would refuse IPv4
+    clients (the kubelet's probes on an IPv4 cluster). ``None`` makes it bind ``0.0.0.0`` and
+    ``::`` side by side, and skip IPv6 where the kernel has none: dual-stack with a fallback.
+    """
+    return None if host == "::" else host
+
+
 @asynccontextmanager
 async def serve_probes(
     *, metrics: OperatorMetrics, host: str, port: int, alive: Callable[[], bool]
@@ -96,7 +106,7 @@ async def serve_probes(
     app.router.add_get("/healthz", health_view)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, bind_host(host), port)
     await site.start()
     server = site._server
     sockets = getattr(server, "sockets", None) or []
