@@ -14,23 +14,26 @@ blocks (``subprocess.run(["kubectl", ...])``, kopf's ``KopfRunner``). `run_emula
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import tempfile
 import threading
+import time
 import traceback
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp.web
 import attrs
 import kmock
+import kubernetes
 import yaml
-from kmock._internal import rendering
 
 from tests.kube.client import KubeClient
+from tests.kube.faults import ANY, WRITE_VERBS, Fault, Faults, WriteRecord, fault_status
 from tests.kube.paths import parse_api_path
 from tests.kube.resources import builtin_types
 from tests.kube.routes import Router, render_error
@@ -40,6 +43,7 @@ REPO = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO / "crds" / "imagecacherequests.yaml"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
+T = TypeVar("T")
 
 
 def _action(method: str, name: str | None, params: dict[str, str]) -> kmock.action | None:
@@ -57,9 +61,15 @@ def _action(method: str, name: str | None, params: dict[str, str]) -> kmock.acti
 
 @attrs.define(kw_only=True)
 class StrictKubernetes(kmock.RawHandler):
-    """A kmock handler whose fallback is the strict store; user reactions still come first."""
+    """A kmock handler whose fallback is the strict store; user reactions still come first.
+
+    Before either, injected `faults` fail matching writes; every write is logged in `writes`
+    with the token that sent it and the code it got.
+    """
 
     router: Router = attrs.field(factory=lambda: Router(Store(builtin_types())))
+    faults: Faults = attrs.field(factory=Faults)
+    writes: list[WriteRecord] = attrs.field(factory=list)
 
     def __attrs_post_init__(self) -> None:
         self.fallback << self.router.serve
@@ -78,7 +88,7 @@ class StrictKubernetes(kmock.RawHandler):
             if path.is_resource
             else None
         )
-        request = rendering.Request(
+        request = kmock.Request(
             id=len(self._requests),
             raw_request=raw_request,
             url=raw_request.url,
@@ -96,18 +106,53 @@ class StrictKubernetes(kmock.RawHandler):
             subresource=path.subresource,
         )
         self._requests.append(request)
+        verb = WRITE_VERBS.get(raw_request.method) if path.is_resource else None
+        if verb is None:
+            return await self._serve(request, raw_request)
+        plural = path.plural or ""
+        code = self.faults.take(verb, plural, path.subresource)
+        if code is not None:
+            status = fault_status(code, verb=verb, resource=plural, name=path.name)
+            response: aiohttp.web.StreamResponse = aiohttp.web.json_response(status, status=code)
+        else:
+            response = await self._serve(request, raw_request)
+        auth = raw_request.headers.get("Authorization", "")
+        self.writes.append(
+            WriteRecord(
+                verb=verb,
+                resource=plural,
+                namespace=path.namespace,
+                name=path.name,
+                subresource=path.subresource,
+                token=auth.removeprefix("Bearer ").strip(),
+                user_agent=raw_request.headers.get("User-Agent", ""),
+                code=response.status,
+                body=request.data,
+            )
+        )
+        return response
+
+    async def _serve(
+        self, request: kmock.Request, raw_request: aiohttp.web.BaseRequest
+    ) -> aiohttp.web.StreamResponse:
+        if raw_request.transport is not None:
+            self.router.connections[request.id] = raw_request.transport
         try:
             return await self._handle(request)
-        except rendering.StreamingError as e:  # the stream has started: nothing more to say
-            if e.__cause__ is not None:
-                traceback.print_exception(e.__cause__)
-            response: aiohttp.web.StreamResponse = e.args[0]
-            return response
         except Exception as e:
+            # kmock wraps an error raised once a stream has started in an exception carrying the
+            # started response: nothing more can be said on it (the error is printed).
+            started = e.args[0] if e.args else None
+            if isinstance(started, aiohttp.web.StreamResponse) and started.prepared:
+                if e.__cause__ is not None:
+                    traceback.print_exception(e.__cause__)
+                return started
             code, status = render_error(e)
             if code >= 500:
                 traceback.print_exc()
             return aiohttp.web.json_response(status, status=code)
+        finally:
+            self.router.connections.pop(request.id, None)
 
 
 def _json_or_none(body: bytes) -> Any:
@@ -168,6 +213,21 @@ class _ServerThread(threading.Thread):
             await self._stop_event.wait()
             self.handler.router.closing = True
 
+    def call(self, fn: Callable[[], T], within: float = 10.0) -> T:
+        """Run `fn` on the emulator's loop (where the store lives); its result."""
+        if self._loop is None:
+            raise RuntimeError("the emulator is not running")
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(fn())
+            except BaseException as e:
+                done.set_exception(e)
+
+        self._loop.call_soon_threadsafe(run)
+        return done.result(within)
+
     def stop(self) -> None:
         if self._loop is not None and self._stop_event is not None and not self._loop.is_closed():
             with contextlib.suppress(RuntimeError):
@@ -191,11 +251,19 @@ class Emulator:
     """An async client bound to the event loop that entered `run_emulator`."""
     mock: StrictKubernetes
     """The kmock handler: ``[...] << ...`` to inject faults (``list(mock)``: all requests)."""
+    workdir: Path
+    """Where the kubeconfigs are written."""
+    _thread: _ServerThread = field(repr=False)
 
     @property
-    def requests(self) -> list[rendering.Request]:
+    def requests(self) -> list[kmock.Request]:
         """Every request served so far, oldest first (``.method``, ``.url``, ``.params``)."""
         return list(self.mock._requests)
+
+    @property
+    def writes(self) -> list[WriteRecord]:
+        """Every write (create/update/patch/delete) so far, oldest first, with who sent it."""
+        return list(self.mock.writes)
 
     @property
     def store(self) -> Store:
@@ -206,6 +274,60 @@ class Emulator:
     def env(self) -> dict[str, str]:
         """Environment variables that point kubectl and kopf here."""
         return {"KUBECONFIG": str(self.kubeconfig)}
+
+    # -- identities and clients ----------------------------------------------------------------
+
+    def kubeconfig_for(self, token: str) -> Path:
+        """A kubeconfig of its own whose bearer token is `token` (so `writes` tell who wrote)."""
+        path = self.workdir / f"kubeconfig-{token}"
+        path.write_text(json.dumps(_kubeconfig(self.url, token), indent=2))
+        return path
+
+    def official_client(self, token: str | None = None) -> kubernetes.client.ApiClient:
+        """A client of the official ``kubernetes`` package, loaded from a kubeconfig of this
+        emulator (`token` picks its own identity). Close it (``with ... as api:``)."""
+        config = self.kubeconfig if token is None else self.kubeconfig_for(token)
+        return kubernetes.config.new_client_from_config(config_file=str(config))
+
+    # -- faults --------------------------------------------------------------------------------
+
+    def fail_writes(
+        self,
+        code: int,
+        *,
+        verb: str | None = None,
+        resource: str | None = None,
+        subresource: str | None = ANY,
+        times: int | None = None,
+        seconds: float | None = None,
+    ) -> Fault:
+        """Fail matching writes with `code` (and the real server's Status body for it).
+
+        `verb` is ``create``/``update``/``patch``/``delete``, `resource` a plural, `subresource`
+        e.g. ``"status"`` or None for the main resource (default: any); None matches anything.
+        The next `times` matching writes fail, or all of them for `seconds`, or until
+        ``.clear()`` (or `clear_faults`) when neither is given.
+        """
+        until = None if seconds is None else time.monotonic() + seconds
+        fault = Fault(code, verb, resource, subresource, times=times, until=until)
+        return self.mock.faults.add(fault)
+
+    def clear_faults(self) -> None:
+        """Stop failing writes."""
+        self.mock.faults.clear()
+
+    @property
+    def open_watches(self) -> int:
+        """How many watch streams the emulator is serving right now."""
+        return self._thread.call(lambda: self.mock.router.open_watches)
+
+    def drop_watches(self, *, abrupt: bool = False) -> int:
+        """End every open watch stream now (clients must re-watch); how many were open.
+
+        A clean end is what a client sees when the server closes a watch; `abrupt` cuts the
+        connections mid-stream instead.
+        """
+        return self._thread.call(lambda: self.mock.router.drop_watches(abrupt=abrupt))
 
 
 def load_crds(paths: Iterable[Path]) -> list[dict[str, Any]]:
@@ -256,6 +378,8 @@ async def run_emulator(
                     token=token,
                     client=client,
                     mock=thread.handler,
+                    workdir=workdir,
+                    _thread=thread,
                 )
             finally:
                 await client.close()

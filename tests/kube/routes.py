@@ -8,6 +8,7 @@ served resource, the ``status`` subresource, both event APIs, and server-side pr
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -103,11 +104,35 @@ def _ok(payload: Any, status: int = 200) -> Response:
 
 
 class Router:
-    """Serves every request against one `Store`; `closing` ends open watches promptly."""
+    """Serves every request against one `Store`; `closing` ends open watches promptly.
+
+    `connections` maps the id of each request being served to its connection (the handler fills
+    it): a watch ends when its client goes away, and `drop_watches` can cut them.
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
         self.closing = False
+        self.connections: dict[int, asyncio.BaseTransport] = {}
+        self._watching: set[int] = set()
+
+    @property
+    def open_watches(self) -> int:
+        """How many watch streams are being served right now."""
+        return len(self._watching)
+
+    def drop_watches(self, *, abrupt: bool = False) -> int:
+        """End every open watch now; `abrupt` cuts the connection instead of ending the stream
+        cleanly (as a crashing API server or a load balancer would). How many were open."""
+        if not abrupt:
+            return self.store.end_watches()
+        cut = 0
+        for request_id in list(self._watching):
+            transport = self.connections.get(request_id)
+            if transport is not None and not transport.is_closing():
+                transport.abort()  # type: ignore[attr-defined]
+                cut += 1
+        return cut
 
     async def serve(self, request: Request) -> Response:
         raw_path = request.url.path
@@ -274,25 +299,28 @@ class Router:
         timeout = (
             float(request.params["timeoutSeconds"]) if "timeoutSeconds" in request.params else None
         )
-        raw = request._raw_request
-        transport = raw.transport if raw is not None else None
+        transport = self.connections.get(request.id)
 
         def keep_going() -> bool:
             return not self.closing and (transport is None or not transport.is_closing())
 
         async def stream() -> AsyncIterator[Any]:
-            yield b""  # send the headers now: a watch may stay silent for a long time
-            async for event in self.store.watch(
-                rt,
-                path.namespace,
-                matches,
-                since=request.params.get("resourceVersion"),
-                timeout_seconds=timeout,
-                keep_going=keep_going,
-            ):
-                if event["type"] != "ERROR":
-                    event = {"type": event["type"], "object": out(event["object"])}
-                yield event
+            self._watching.add(request.id)
+            try:
+                yield b""  # send the headers now: a watch may stay silent for a long time
+                async for event in self.store.watch(
+                    rt,
+                    path.namespace,
+                    matches,
+                    since=request.params.get("resourceVersion"),
+                    timeout_seconds=timeout,
+                    keep_going=keep_going,
+                ):
+                    if event["type"] != "ERROR":
+                        event = {"type": event["type"], "object": out(event["object"])}
+                    yield event
+            finally:
+                self._watching.discard(request.id)
 
         return Response(status=200, payload=stream(), headers=_JSON)
 

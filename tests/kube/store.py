@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.kube import leases
 from tests.kube import schema as schemas
 from tests.kube.errors import AlreadyExists, BadRequest, Conflict, Invalid, NotFound
 from tests.kube.resources import ResourceType, TypeKey, types_from_crd
@@ -54,7 +55,8 @@ class _Watcher:
     type_key: TypeKey
     namespace: str | None
     matches: Matcher
-    queue: asyncio.Queue[Change] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[Change | None] = field(default_factory=asyncio.Queue)
+    """Changes to send; None ends the stream (`Store.end_watches`)."""
 
 
 def _spec_part(obj: Obj, *, with_status: bool) -> Obj:
@@ -125,6 +127,8 @@ class Store:
             errors = schemas.validate(obj, rt.schema, old if old is not None else schemas._MISSING)
             if errors:
                 raise schemas.refusal(rt.kind, rt.group, name, errors)
+        if rt.key == leases.LEASE_KEY:
+            obj = leases.normalize_and_validate(obj)
         return obj
 
     def _generate_name(self, rt: ResourceType, meta: Obj) -> str:
@@ -348,6 +352,12 @@ class Store:
 
     # -- watching ------------------------------------------------------------------------------
 
+    def end_watches(self) -> int:
+        """End every open watch stream now (clients must re-list or re-watch); how many."""
+        for watcher in self._watchers:
+            watcher.queue.put_nowait(None)
+        return len(self._watchers)
+
     async def watch(
         self,
         rt: ResourceType,
@@ -403,6 +413,8 @@ class Store:
                     change = await asyncio.wait_for(watcher.queue.get(), remaining)
                 except TimeoutError:
                     continue
+                if change is None:
+                    return
                 event = _event(change, watcher)
                 if event is not None:
                     yield event
