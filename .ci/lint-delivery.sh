@@ -35,8 +35,10 @@ lint --set agent.enabled=true --set agent.kind=StatefulSet --set agent.replicas=
   --set agent.upstream.tokenSecret=glance-token
 lint --set agent.enabled=true --set agent.cache.type=hostPath --set networkPolicy.enabled=true \
   --set agent.upstream.url=file:///images --set agentToken.existingSecret=my-token
-lint --set 'watchNamespaces={openstack,glance}' --set operator.peering.enabled=true \
-  --set operator.replicas=2
+lint --set 'watchNamespaces={openstack,glance}' --set operator.settings.leaseName=imagecache-leader
+lint --set operator.replicas=1 --set operator.settings.leaderElection=false
+lint --set agent.enabled=true --set agent.auth=keystone --set agent.upstream.url=glance:// \
+  --set agent.openstack.cloud=glance-cache --set agent.openstack.cloudsSecret=imagecache-clouds
 lint -f examples/sidecar-values.yaml
 for values in examples/values-*.yaml; do
   [ -e "$values" ] && lint -f "$values"

@@ -22,13 +22,8 @@ from tests.chart.values_sets import VALUE_SETS
 
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and a recent one.
 KUBERNETES_VERSIONS = ["1.28.0", "1.33.0"]
-CLUSTER_SCOPED = {
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "ClusterKopfPeering",
-    "CustomResourceDefinition",
-}
-CUSTOM_GROUPS = ("imagecache.dev/", "kopf.dev/")
+CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
+CUSTOM_GROUPS = ("imagecache.dev/",)
 EXAMPLE_VALUES = sorted((REPO / "examples").glob("*values*.yaml"))
 
 
@@ -76,7 +71,7 @@ def test_objects_are_labelled_and_namespaced(
         assert labels["app.kubernetes.io/component"]
         if obj["kind"] in CLUSTER_SCOPED:
             assert "namespace" not in obj["metadata"]
-        elif obj["kind"] not in {"Role", "RoleBinding", "KopfPeering"}:
+        elif obj["kind"] not in {"Role", "RoleBinding"}:
             assert obj["metadata"]["namespace"] == NAMESPACE, obj["kind"]
 
 
@@ -106,11 +101,7 @@ def test_chart_crd_is_identical_to_the_source() -> None:
 def test_rendered_crds_are_the_chart_files(render: Callable[..., Rendering]) -> None:
     crds = render(include_crds=True).of_kind("CustomResourceDefinition")
     names = sorted(c["metadata"]["name"] for c in crds)
-    assert names == [
-        "clusterkopfpeerings.kopf.dev",
-        "imagecacherequests.imagecache.dev",
-        "kopfpeerings.kopf.dev",
-    ]
+    assert names == ["imagecacherequests.imagecache.dev"], "no kopf peering CRDs any more"
     source = yaml.safe_load((REPO / "crds" / "imagecacherequests.yaml").read_text())
     assert [c for c in crds if c["metadata"]["name"] == source["metadata"]["name"]] == [source]
 

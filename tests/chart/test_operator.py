@@ -1,8 +1,11 @@
-"""The operator component: Deployment, ServiceAccount, RBAC (SPEC §4.3), peering, metrics Service.
+"""The operator component: Deployment, ServiceAccount, RBAC (SPEC §4.3), leader election, PDB.
 
-Covers: env from operator.settings and watchNamespaces, probes on /healthz, the restricted
-security context, the agent token mount, RBAC verbs exactly as the spec lists them (ClusterRole
-when watching all, a Role per namespace otherwise), peering RBAC and objects only when enabled.
+Covers: env rendered from the one operator.settings map (every key, camelCase to
+IMAGECACHE_OPERATOR_SNAKE_CASE) plus the chart-owned ones and the downward API; probes on /healthz
+and /readyz; the restricted security context; the agent token mount; RBAC verbs exactly as the
+spec lists them (ClusterRole when watching all, a Role per namespace otherwise; events create
+only); two replicas with leader election by default, with a Role on the one Lease in the release
+namespace and a PodDisruptionBudget; no kopf peering anywhere; one replica without election.
 """
 
 from __future__ import annotations
@@ -24,14 +27,9 @@ NAMESPACED_RULES: set[Rule] = {
     ("", "pods", frozenset({"get", "list", "watch"})),
     ("imagecache.dev", "imagecacherequests", frozenset({"get", "list", "watch", "patch"})),
     ("imagecache.dev", "imagecacherequests/status", frozenset({"patch"})),
-    ("", "events", frozenset({"create", "patch"})),
+    ("", "events", frozenset({"create"})),
 }
-CLUSTER_PEERING_RULE: Rule = (
-    "kopf.dev",
-    "clusterkopfpeerings",
-    frozenset({"get", "list", "watch", "patch"}),
-)
-PEERING_RULE: Rule = ("kopf.dev", "kopfpeerings", frozenset({"get", "list", "watch", "patch"}))
+LEASE_ROLE = f"{OPERATOR}-leader-election"
 
 
 def rules_of(role: Manifest) -> set[Rule]:
@@ -61,8 +59,8 @@ def defaults(render: Callable[..., Rendering]) -> Rendering:
 def test_deployment_runs_the_operator_with_settings(defaults: Rendering) -> None:
     deployment = defaults.one("Deployment", OPERATOR)
     assert deployment["metadata"]["namespace"] == NAMESPACE
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    assert deployment["spec"]["replicas"] == 2
+    assert "strategy" not in deployment["spec"], "elected replicas roll one by one"
     container = operator_container(defaults)
     assert container["command"] == ["imagecache-operator"]
     assert container["image"] == "ghcr.io/imagecache/imagecache:0.1.0"
@@ -73,17 +71,70 @@ def test_deployment_runs_the_operator_with_settings(defaults: Rendering) -> None
         "IMAGECACHE_OPERATOR_RECHECK_INTERVAL": "300",
         "IMAGECACHE_OPERATOR_REQUEST_TIMEOUT": "10",
         "IMAGECACHE_OPERATOR_MAX_CONCURRENCY": "64",
+        "IMAGECACHE_OPERATOR_METRICS_HOST": "::",
         "IMAGECACHE_OPERATOR_METRICS_PORT": "8080",
         "IMAGECACHE_OPERATOR_RETRY_BACKOFF": "1",
         "IMAGECACHE_OPERATOR_RETRY_BACKOFF_CAP": "300",
         "IMAGECACHE_OPERATOR_EVICT_TIMEOUT": "60",
+        "IMAGECACHE_OPERATOR_STATUS_INTERVAL": "5",
+        "IMAGECACHE_OPERATOR_LEADER_ELECTION": "true",
+        "IMAGECACHE_OPERATOR_LEASE_NAME": OPERATOR,
+        "IMAGECACHE_OPERATOR_LEASE_NAMESPACE": NAMESPACE,
         "IMAGECACHE_OPERATOR_LOG_LEVEL": "INFO",
     }
+    downward = {e["name"]: e["valueFrom"] for e in container["env"] if "valueFrom" in e}
+    assert downward == {
+        "POD_NAME": {"fieldRef": {"fieldPath": "metadata.name"}},
+        "POD_NAMESPACE": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+    }
     assert container["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+    for probe in ("startupProbe", "livenessProbe"):
         assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert container["resources"]["requests"] == {"cpu": "50m", "memory": "96Mi"}
     assert container["resources"]["limits"] == {"memory": "256Mi"}
+
+
+def test_every_setting_is_rendered_from_the_one_map(render: Callable[..., Rendering]) -> None:
+    """Each key of operator.settings reaches the env under its snake-case name, and only there."""
+    settings = {
+        "agentPort": 9393,
+        "pollInterval": 0.5,
+        "recheckInterval": 1000000,
+        "requestTimeout": 7,
+        "maxConcurrency": 8,
+        "metricsHost": "0.0.0.0",
+        "metricsPort": 9100,
+        "retryBackoff": 2,
+        "retryBackoffCap": 30,
+        "evictTimeout": 0.25,
+        "statusInterval": 0,
+        "leaderElection": True,
+        "leaseName": "",
+        "logLevel": "DEBUG",
+    }
+    env = env_of(operator_container(render({"operator.settings": settings})))
+    expected = {
+        "IMAGECACHE_OPERATOR_AGENT_PORT": "9393",
+        "IMAGECACHE_OPERATOR_POLL_INTERVAL": "0.5",
+        "IMAGECACHE_OPERATOR_RECHECK_INTERVAL": "1000000",
+        "IMAGECACHE_OPERATOR_REQUEST_TIMEOUT": "7",
+        "IMAGECACHE_OPERATOR_MAX_CONCURRENCY": "8",
+        "IMAGECACHE_OPERATOR_METRICS_HOST": "0.0.0.0",
+        "IMAGECACHE_OPERATOR_METRICS_PORT": "9100",
+        "IMAGECACHE_OPERATOR_RETRY_BACKOFF": "2",
+        "IMAGECACHE_OPERATOR_RETRY_BACKOFF_CAP": "30",
+        "IMAGECACHE_OPERATOR_EVICT_TIMEOUT": "0.25",
+        "IMAGECACHE_OPERATOR_STATUS_INTERVAL": "0",
+        "IMAGECACHE_OPERATOR_LEADER_ELECTION": "true",
+        "IMAGECACHE_OPERATOR_LEASE_NAME": OPERATOR,  # empty: the chart's default
+        "IMAGECACHE_OPERATOR_LOG_LEVEL": "DEBUG",
+    }
+    assert {k: v for k, v in env.items() if k in expected} == expected
+    chart_owned = {"AGENT_TOKEN_FILE", "LEASE_NAMESPACE"}
+    assert {k.removeprefix("IMAGECACHE_OPERATOR_") for k in env} - chart_owned == {
+        k.removeprefix("IMAGECACHE_OPERATOR_") for k in expected
+    }
 
 
 def test_settings_and_image_values_reach_the_container(render: Callable[..., Rendering]) -> None:
@@ -138,7 +189,8 @@ def test_restricted_security_and_token_mount(defaults: Rendering) -> None:
 def test_cluster_wide_rbac_is_exactly_the_spec(defaults: Rendering) -> None:
     role = defaults.one("ClusterRole", OPERATOR)
     assert rules_of(role) == NAMESPACED_RULES
-    assert defaults.of_kind("Role") == [] and defaults.of_kind("RoleBinding") == []
+    assert [r["metadata"]["name"] for r in defaults.of_kind("Role")] == [LEASE_ROLE]
+    assert [b["metadata"]["name"] for b in defaults.of_kind("RoleBinding")] == [LEASE_ROLE]
     binding = defaults.one("ClusterRoleBinding", OPERATOR)
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -155,11 +207,19 @@ def test_cluster_wide_rbac_is_exactly_the_spec(defaults: Rendering) -> None:
 def test_watch_namespaces_gets_a_role_per_namespace(render: Callable[..., Rendering]) -> None:
     rendering = render(VALUE_SETS["watch-namespaces"])
     assert rendering.of_kind("ClusterRole") == [] and rendering.of_kind("ClusterRoleBinding") == []
-    roles = {r["metadata"]["namespace"]: r for r in rendering.of_kind("Role")}
+    roles = {
+        r["metadata"]["namespace"]: r
+        for r in rendering.of_kind("Role")
+        if r["metadata"]["name"] == OPERATOR
+    }
     assert sorted(roles) == ["glance-staging", "openstack"]
     for role in roles.values():
         assert rules_of(role) == NAMESPACED_RULES
-    bindings = {b["metadata"]["namespace"]: b for b in rendering.of_kind("RoleBinding")}
+    bindings = {
+        b["metadata"]["namespace"]: b
+        for b in rendering.of_kind("RoleBinding")
+        if b["metadata"]["name"] == OPERATOR
+    }
     assert sorted(bindings) == ["glance-staging", "openstack"]
     for binding in bindings.values():
         assert binding["roleRef"]["kind"] == "Role"
@@ -169,50 +229,71 @@ def test_watch_namespaces_gets_a_role_per_namespace(render: Callable[..., Render
         ]
 
 
-@pytest.mark.parametrize(
-    ("value_set", "cluster_rules", "role_rules", "peering_kind"),
-    [
-        pytest.param(
-            "peering-cluster",
-            NAMESPACED_RULES | {CLUSTER_PEERING_RULE},
-            None,
-            "ClusterKopfPeering",
-            id="cluster",
-        ),
-        pytest.param(
-            "peering-namespaced",
-            None,
-            NAMESPACED_RULES | {PEERING_RULE},
-            "KopfPeering",
-            id="namespaced",
-        ),
-    ],
-)
-def test_peering_adds_its_rbac_and_objects(
-    render: Callable[..., Rendering],
-    value_set: str,
-    cluster_rules: set[Rule] | None,
-    role_rules: set[Rule] | None,
-    peering_kind: str,
+def lease_role(rendering: Rendering) -> Manifest:
+    return rendering.one("Role", LEASE_ROLE)
+
+
+@pytest.mark.parametrize("value_set", ["defaults", "election-namespaced"])
+def test_leader_election_gets_the_lease_and_nothing_else(
+    render: Callable[..., Rendering], value_set: str
 ) -> None:
     rendering = render(VALUE_SETS[value_set])
-    cluster_roles = rendering.of_kind("ClusterRole")
-    assert [rules_of(role) for role in cluster_roles] == ([cluster_rules] if cluster_rules else [])
-    for role in rendering.of_kind("Role"):
-        assert rules_of(role) == role_rules
-    peerings = rendering.of_kind(peering_kind)
-    assert peerings, f"no {peering_kind} rendered"
-    names = {p["metadata"]["name"] for p in peerings}
-    assert len(names) == 1
+    lease_name = VALUE_SETS[value_set].get("operator.settings.leaseName", OPERATOR)
+    role = lease_role(rendering)
+    assert role["metadata"]["namespace"] == NAMESPACE, "the Lease lives in the release namespace"
+    assert role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [lease_name],
+            "verbs": ["get", "update"],
+        },
+    ]
+    binding = rendering.one("RoleBinding", LEASE_ROLE)
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": LEASE_ROLE,
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": OPERATOR, "namespace": NAMESPACE}
+    ]
+    env = env_of(operator_container(rendering))
+    assert env["IMAGECACHE_OPERATOR_LEASE_NAME"] == lease_name
+    assert env["IMAGECACHE_OPERATOR_LEASE_NAMESPACE"] == NAMESPACE
+    # Leases are granted nowhere else: not cluster-wide, not in the watched namespaces.
+    for other in rendering.of_kind("ClusterRole") + rendering.of_kind("Role"):
+        if other["metadata"]["name"] != LEASE_ROLE:
+            assert not [r for r in other["rules"] if "coordination.k8s.io" in r["apiGroups"]]
+
+
+@pytest.mark.parametrize("value_set", sorted(VALUE_SETS))
+def test_no_kopf_peering_anywhere(render: Callable[..., Rendering], value_set: str) -> None:
+    rendering = render(VALUE_SETS[value_set], include_crds=True)
+    assert not [o for o in rendering.objects if "kopf" in o["apiVersion"]]
+    assert not [o for o in rendering.objects if "kopf.dev" in o["metadata"]["name"]]
+    for role in rendering.of_kind("ClusterRole") + rendering.of_kind("Role"):
+        assert not [r for r in role["rules"] if "kopf.dev" in r["apiGroups"]]
+    assert "IMAGECACHE_OPERATOR_PEERING" not in env_of(operator_container(rendering))
+
+
+def test_two_replicas_keep_one_through_a_drain(defaults: Rendering) -> None:
+    budget = defaults.one("PodDisruptionBudget", OPERATOR)
+    assert budget["spec"]["minAvailable"] == 1
+    labels = defaults.one("Deployment", OPERATOR)["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_single_operator_without_election(render: Callable[..., Rendering]) -> None:
+    rendering = render(VALUE_SETS["single-operator"])
     deployment = rendering.one("Deployment", OPERATOR)
-    assert deployment["spec"]["replicas"] == 2
-    assert "strategy" not in deployment["spec"], "peered replicas roll one by one"
-    assert env_of(operator_container(rendering))["IMAGECACHE_OPERATOR_PEERING"] == names.pop()
-
-
-def test_no_peering_objects_without_peering(defaults: Rendering) -> None:
-    assert not defaults.of_kind("KopfPeering") and not defaults.of_kind("ClusterKopfPeering")
-    assert "IMAGECACHE_OPERATOR_PEERING" not in env_of(operator_container(defaults))
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}, "never two at once"
+    assert env_of(operator_container(rendering))["IMAGECACHE_OPERATOR_LEADER_ELECTION"] == "false"
+    assert not [r for r in rendering.of_kind("Role") if r["metadata"]["name"] == LEASE_ROLE]
+    assert rendering.of_kind("PodDisruptionBudget") == [], "a PDB of one would block drains"
 
 
 def test_existing_service_account(render: Callable[..., Rendering]) -> None:
@@ -224,7 +305,7 @@ def test_existing_service_account(render: Callable[..., Rendering]) -> None:
     assert binding["subjects"][0]["name"] == "ops"
 
 
-@pytest.mark.parametrize("value_set", ["defaults", "peering-namespaced"])
+@pytest.mark.parametrize("value_set", ["defaults", "election-namespaced", "single-operator"])
 def test_operator_env_is_accepted_by_operator_settings(
     render: Callable[..., Rendering], monkeypatch: pytest.MonkeyPatch, value_set: str
 ) -> None:
@@ -241,6 +322,7 @@ def test_operator_env_is_accepted_by_operator_settings(
         monkeypatch.setenv(name, value)
     settings = settings_class()
     assert str(settings.agent_token_file) == "/var/run/secrets/imagecache/agent-token/token"
-    assert settings.metrics_port == 8080
+    assert settings.metrics_port == 8080 and settings.metrics_host == "::"
+    assert settings.lease_namespace == NAMESPACE
     expected = VALUE_SETS[value_set].get("watchNamespaces", [])
     assert list(settings.namespaces) == expected

@@ -126,6 +126,28 @@ def test_schema_objects_are_closed_and_described() -> None:
             {"securityContext.runAsUser": 0}, "/securityContext/runAsUser", id="root-user"
         ),
         pytest.param({"agent.enabled": "yes"}, "/agent/enabled", id="bool-as-string"),
+        pytest.param(
+            {"operator.peering": {"enabled": True}},
+            "'peering' not allowed",
+            id="kopf-peering-is-gone",
+        ),
+        pytest.param({"agent.auth": "password"}, "/agent/auth", id="bad-auth"),
+        pytest.param(
+            {"agent.openstack.cloudsSecret": "Not A Name"},
+            "/agent/openstack/cloudsSecret",
+            id="bad-clouds-secret",
+        ),
+        pytest.param({"agent.selfUrl": "agent:9292"}, "/agent/selfUrl", id="self-url-no-scheme"),
+        pytest.param(
+            {"operator.settings.leaseName": "Leader_Lease"},
+            "/operator/settings/leaseName",
+            id="bad-lease-name",
+        ),
+        pytest.param(
+            {"operator.settings.leaderElection": "true"},
+            "/operator/settings/leaderElection",
+            id="election-as-string",
+        ),
     ],
 )
 def test_schema_refuses_bad_values(helm: str, values: dict[str, Any], expected: str) -> None:
@@ -146,9 +168,19 @@ def test_schema_refuses_bad_values(helm: str, values: dict[str, Any], expected: 
             id="pvc-on-daemonset",
         ),
         pytest.param(
-            {"operator.replicas": 2},
-            "needs operator.peering.enabled=true",
-            id="replicas-without-peering",
+            {"operator.replicas": 2, "operator.settings.leaderElection": False},
+            "needs operator.settings.leaderElection=true",
+            id="replicas-without-election",
+        ),
+        pytest.param(
+            {"agent.enabled": True, "agent.upstream.url": "http://up/", "agent.auth": "keystone"},
+            "agent.auth=keystone needs agent.openstack.cloud",
+            id="keystone-without-cloud",
+        ),
+        pytest.param(
+            {"agent.enabled": True, "agent.upstream.url": "glance://"},
+            "agent.upstream.url=glance:// needs agent.openstack.cloud",
+            id="catalog-without-cloud",
         ),
         pytest.param(
             {"operator.serviceAccount": {"create": False, "name": ""}},

@@ -56,13 +56,30 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "watch-namespaces": {
         "watchNamespaces": ["openstack", "glance-staging"],
     },
-    "peering-cluster": {
-        "operator.replicas": 2,
-        "operator.peering.enabled": True,
+    "single-operator": {
+        "operator.replicas": 1,
+        "operator.settings.leaderElection": False,
     },
-    "peering-namespaced": {
-        "operator.replicas": 2,
-        "operator.peering": {"enabled": True, "name": "imagecache"},
+    "election-namespaced": {
+        "operator.settings.leaseName": "imagecache-leader",
         "watchNamespaces": ["openstack", "glance-staging"],
+    },
+    "openstack-keystone": {
+        "agent.enabled": True,
+        "agent.auth": "keystone",
+        "agent.upstream.url": "glance://",
+        "agent.openstack": {
+            "cloud": "glance-cache",
+            "cloudsSecret": "imagecache-clouds",
+            "cloudsSecretKey": "clouds.yaml",
+        },
+        "agent.selfUrl": "http://imagecache-agent.openstack.svc:9292",
+        "agent.settings.keystoneRoles": "admin,image-cache",
+    },
+    "ipv4-only": {
+        "agent.enabled": True,
+        "agent.upstream.url": HTTP_UPSTREAM,
+        "agent.listenHost": "0.0.0.0",
+        "operator.settings.metricsHost": "0.0.0.0",
     },
 }

@@ -35,34 +35,36 @@ spec:
       imagePullPolicy: {{ .Values.image.pullPolicy }}
       command: [imagecache-agent]
       env:
-        - name: IMAGECACHE_LISTEN
-          value: {{ printf "0.0.0.0:%d" (int .Values.agent.port) | quote }}
-        - name: IMAGECACHE_CACHE_DIR
-          value: /var/cache/imagecache
-        - name: IMAGECACHE_UPSTREAM
-          value: {{ .Values.agent.upstream.url | quote }}
+        # The agent's default self URL (GET /v2/cache/nodes/{id}) is built from POD_IP.
+        - name: POD_IP
+          valueFrom:
+            fieldRef:
+              fieldPath: status.podIP
+        {{- $upstreamToken := "" }}
         {{- if .Values.agent.upstream.tokenSecret }}
-        - name: IMAGECACHE_UPSTREAM_TOKEN_FILE
-          value: /var/run/secrets/imagecache/upstream-token/token
+        {{- $upstreamToken = "/var/run/secrets/imagecache/upstream-token/token" }}
         {{- end }}
-        - name: IMAGECACHE_TOKEN_FILE
-          value: /var/run/secrets/imagecache/agent-token/token
-        - name: IMAGECACHE_MAX_SIZE
-          value: {{ .Values.agent.cache.maxSize | quote }}
-        - name: IMAGECACHE_WORKERS
-          value: {{ .Values.agent.settings.workers | quote }}
-        - name: IMAGECACHE_STALL_TIMEOUT
-          value: {{ .Values.agent.settings.stallTimeout | quote }}
-        - name: IMAGECACHE_RETRIES
-          value: {{ .Values.agent.settings.retries | quote }}
-        - name: IMAGECACHE_CACHE_ON_READ
-          value: {{ .Values.agent.settings.cacheOnRead | quote }}
-        - name: IMAGECACHE_LOG_FORMAT
-          value: {{ .Values.agent.settings.logFormat | quote }}
-        - name: IMAGECACHE_LOG_LEVEL
-          value: {{ .Values.agent.settings.logLevel | quote }}
-        - name: IMAGECACHE_DRAIN_TIMEOUT
-          value: {{ .Values.agent.settings.drainTimeout | quote }}
+        {{- $listenHost := .Values.agent.listenHost }}
+        {{- if contains ":" $listenHost }}
+        {{- $listenHost = printf "[%s]" $listenHost }}
+        {{- end }}
+        {{- $chartSettings := dict
+              "listen" (printf "%s:%d" $listenHost (int .Values.agent.port))
+              "cacheDir" "/var/cache/imagecache"
+              "upstream" .Values.agent.upstream.url
+              "upstreamTokenFile" $upstreamToken
+              "tokenFile" "/var/run/secrets/imagecache/agent-token/token"
+              "maxSize" .Values.agent.cache.maxSize
+              "auth" .Values.agent.auth
+              "osCloud" .Values.agent.openstack.cloud
+              "selfUrl" .Values.agent.selfUrl }}
+        {{- $settings := merge $chartSettings (deepCopy .Values.agent.settings) }}
+        {{- include "imagecache.settingsEnv" (dict "prefix" "IMAGECACHE_" "settings" $settings) | trim | nindent 8 }}
+        {{- if .Values.agent.openstack.cloudsSecret }}
+        # Read by openstacksdk's clouds.yaml loader (the standard variable, no IMAGECACHE_ prefix).
+        - name: OS_CLIENT_CONFIG_FILE
+          value: /etc/openstack/clouds.yaml
+        {{- end }}
         {{- with .Values.agent.extraEnv }}
         {{- toYaml . | nindent 8 }}
         {{- end }}
@@ -105,6 +107,11 @@ spec:
           mountPath: /var/run/secrets/imagecache/upstream-token
           readOnly: true
         {{- end }}
+        {{- if .Values.agent.openstack.cloudsSecret }}
+        - name: openstack-clouds
+          mountPath: /etc/openstack
+          readOnly: true
+        {{- end }}
         - name: tmp
           mountPath: /tmp
         {{- with .Values.agent.extraVolumeMounts }}
@@ -116,10 +123,14 @@ spec:
       emptyDir:
         sizeLimit: {{ .Values.agent.cache.size }}
     {{- else if eq .Values.agent.cache.type "hostPath" }}
+    # Directory, not DirectoryOrCreate: a directory Kubernetes creates is owned by root and
+    # fsGroup never applies to hostPath, so the non-root agent could not write it. The node
+    # directory is prepared beforehand (docs/install.md); a missing one keeps the pod Pending
+    # with a clear event instead of crash-looping.
     - name: cache
       hostPath:
         path: {{ .Values.agent.cache.hostPath }}
-        type: DirectoryOrCreate
+        type: Directory
     {{- end }}
     {{- /* type pvc: the StatefulSet's volumeClaimTemplates provide "cache". */}}
     - name: agent-token
@@ -137,6 +148,16 @@ spec:
         items:
           - key: {{ .Values.agent.upstream.tokenSecretKey }}
             path: token
+    {{- end }}
+    {{- if .Values.agent.openstack.cloudsSecret }}
+    # A directory mount (not subPath) so rotated credentials reach the running agent.
+    - name: openstack-clouds
+      secret:
+        secretName: {{ .Values.agent.openstack.cloudsSecret }}
+        defaultMode: 0440
+        items:
+          - key: {{ .Values.agent.openstack.cloudsSecretKey }}
+            path: clouds.yaml
     {{- end }}
     - name: tmp
       emptyDir:

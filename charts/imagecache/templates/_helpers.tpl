@@ -43,9 +43,40 @@ Names, labels and small shared fragments. Each template below says what it retur
 {{- default (printf "%s-agent-token" (include "imagecache.fullname" .)) .Values.agentToken.existingSecret -}}
 {{- end -}}
 
-{{/* The kopf peering object's name. */}}
-{{- define "imagecache.peeringName" -}}
-{{- default (include "imagecache.fullname" .) .Values.operator.peering.name -}}
+{{/* The operator's Lease name: operator.settings.leaseName, else the operator's full name. */}}
+{{- define "imagecache.leaseName" -}}
+{{- default (include "imagecache.operator.fullname" .) .Values.operator.settings.leaseName -}}
+{{- end -}}
+
+{{/*
+Settings as environment variables, the one place where values become env (as cert-manager renders
+its `config:`). Call with (dict "prefix" "IMAGECACHE_OPERATOR_" "settings" $map): each key in
+camelCase becomes PREFIX + SNAKE_CASE, in key order; an empty string or null is left out (the
+process keeps its own default); a whole number is written without a decimal point or exponent.
+*/}}
+{{- define "imagecache.settingsEnv" -}}
+{{- range $key, $value := .settings }}
+{{- if not (or (kindIs "invalid" $value) (and (kindIs "string" $value) (eq $value ""))) }}
+- name: {{ printf "%s%s" $.prefix ($key | snakecase | upper) }}
+  {{- if and (kindIs "float64" $value) (eq $value (floor $value)) }}
+  value: {{ int64 $value | toString | quote }}
+  {{- else }}
+  value: {{ toString $value | quote }}
+  {{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* The pod's name and namespace from the downward API (POD_NAME, POD_NAMESPACE). */}}
+{{- define "imagecache.downwardEnv" -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
 {{- end -}}
 
 {{/* The container image reference. */}}
@@ -110,8 +141,8 @@ seccompProfile:
 
 {{/* Checks across values that the schema cannot express; fails rendering with a clear line. */}}
 {{- define "imagecache.validate" -}}
-{{- if and (gt (int .Values.operator.replicas) 1) (not .Values.operator.peering.enabled) -}}
-{{- fail "operator.replicas > 1 needs operator.peering.enabled=true (only one operator may be active)" -}}
+{{- if and (gt (int .Values.operator.replicas) 1) (not .Values.operator.settings.leaderElection) -}}
+{{- fail "operator.replicas > 1 needs operator.settings.leaderElection=true (only one operator may be active)" -}}
 {{- end -}}
 {{- if .Values.agent.enabled -}}
 {{- if not .Values.agent.upstream.url -}}
@@ -119,6 +150,12 @@ seccompProfile:
 {{- end -}}
 {{- if and (eq .Values.agent.cache.type "pvc") (ne .Values.agent.kind "StatefulSet") -}}
 {{- fail "agent.cache.type=pvc needs agent.kind=StatefulSet (a DaemonSet cannot claim a volume per pod)" -}}
+{{- end -}}
+{{- if and (eq .Values.agent.auth "keystone") (not .Values.agent.openstack.cloud) -}}
+{{- fail "agent.auth=keystone needs agent.openstack.cloud (the clouds.yaml entry whose credentials validate tokens)" -}}
+{{- end -}}
+{{- if and (eq .Values.agent.upstream.url "glance://") (not .Values.agent.openstack.cloud) -}}
+{{- fail "agent.upstream.url=glance:// needs agent.openstack.cloud (its service catalog names the image endpoint)" -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
