@@ -184,8 +184,10 @@ class KubeClient:
         phase: str = "Running",
         node_name: str = "node-1",
         annotations: Mapping[str, str] | None = None,
+        ready: bool | None = None,
     ) -> JsonObject:
-        """Create a Pod and set its status like a kubelet would (``podIP``, ``phase``).
+        """Create a Pod and set its status like a kubelet would (``podIP``, ``phase``, the
+        ``Ready`` condition: by default True when Running with an IP).
 
         The API server drops ``status`` on create, so the status is written in a second step
         through the ``pods/status`` subresource, as the kubelet does. `ip=None` leaves the pod
@@ -210,6 +212,9 @@ class KubeClient:
         if ip is not None:
             status["podIP"] = ip
             status["podIPs"] = [{"ip": ip}]
+        if ready is None:
+            ready = phase == "Running" and ip is not None
+        status["conditions"] = [{"type": "Ready", "status": "True" if ready else "False"}]
         return await self.patch(
             "pods", name, {"status": status}, namespace=namespace, subresource="status"
         )

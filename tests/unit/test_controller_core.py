@@ -118,6 +118,7 @@ def _pod(name: str, **kwargs: Any) -> PodInfo:
         "uid": f"uid-{name}",
         "ip": "10.0.0.1",
         "phase": "Running",
+        "ready": True,
     }
     return PodInfo(name=name, **{**defaults, **kwargs})
 
@@ -130,6 +131,7 @@ def _pod(name: str, **kwargs: Any) -> PodInfo:
         pytest.param(_pod("a", ip=None), "PodNotReady", id="no-ip"),
         pytest.param(_pod("a", phase="Pending"), "PodNotReady", id="pending"),
         pytest.param(_pod("a", deleting=True), "PodNotReady", id="deleting"),
+        pytest.param(_pod("a", ready=False), "PodNotReady", id="running-not-ready"),
     ],
 )
 def test_pod_readiness(pod: PodInfo | None, expected: str) -> None:
@@ -140,9 +142,15 @@ def test_pod_info_from_a_body() -> None:
     body = {
         "metadata": {"name": "p", "namespace": "ns", "uid": "u", "labels": {"a": "1"}},
         "spec": {"nodeName": "n1"},
-        "status": {"podIP": "10.1.2.3", "phase": "Running"},
+        "status": {
+            "podIP": "10.1.2.3",
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
     }
     info = pod_info(body)
+    assert info.ready
+    assert not pod_info({**body, "status": {"phase": "Running", "podIP": "10.1.2.3"}}).ready
     assert (info.name, info.uid, info.ip, info.node_name, info.phase) == (
         "p",
         "u",
@@ -159,6 +167,7 @@ def test_select_targets_keeps_ready_matching_pods_sorted() -> None:
         _pod("a", labels={"app": "g"}),
         _pod("c", labels={"app": "x"}),
         _pod("d", labels={"app": "g"}, ip=None),
+        _pod("e", labels={"app": "g"}, ready=False),
     ]
     chosen = select_targets(pods=pods, selector={"matchLabels": {"app": "g"}})
     assert [p.name for p in chosen] == ["a", "b"]

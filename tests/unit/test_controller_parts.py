@@ -1,15 +1,19 @@
-"""Unit tests of the operator's I/O-side parts with fakes: the shared per-agent poller, the
-reconciler's decisions against a fake agent, the token file, and the settings.
+"""Unit tests of the operator's I/O-side parts with fakes: the reconciler's decisions against a
+fake agent, the reconcile loop against a fake write port, the token file, and the settings.
 
-Covers: at most one ``GET /v2/cache`` per agent per interval however many callers; errors
-shared too; PUT only when needed (restart-safe, no double PUT on a stale report); Recaching;
-backoff on an unreachable agent; the token re-read on change; flags over environment.
+Covers: PUT only when needed (restart-safe, no double PUT on a stale report); Recaching; backoff
+on an unreachable agent; Cached survives an agent outage (AgentReachable=False, one Warning);
+at most one ``GET /v2/cache`` per agent per tick however many requests; a failed status write is
+retried on the next tick and never stops tracking; the diff is against the live status (an
+external edit is corrected); eviction gives up after evict_timeout on any error, concurrently;
+the token re-read on change; flags over environment.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import dataclasses
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +21,12 @@ import pytest
 
 from imagecache.controller.agents import TokenFile
 from imagecache.controller.errors import AgentUnreachable
-from imagecache.controller.polling import AgentPollers
-from imagecache.controller.reconciling import Reconciler, RequestMemory
-from imagecache.controller.settings import SettingsError, parse_settings
+from imagecache.controller.kubeapi import ObjectRef, WriteFailed
+from imagecache.controller.loop import ReconcileLoop
+from imagecache.controller.metrics import OperatorMetrics
+from imagecache.controller.reconciling import Reconciler
+from imagecache.controller.settings import OperatorSettings, SettingsError, parse_settings
+from imagecache.core.planning import RequestView, plan_tick
 from imagecache.core.targets import PodInfo
 from imagecache.core.wire import CacheListing
 
@@ -33,14 +40,16 @@ class FakeClock:
 
 
 class FakeAgents:
-    """An agent that queues on PUT and reports what it has."""
+    """Agents (by endpoint) that queue on PUT and report what they have."""
 
     def __init__(self) -> None:
-        self.gets = 0
+        self.gets: dict[str, int] = {}
         self.puts: list[str] = []
+        self.deletes: list[str] = []
         self.cached: set[str] = set()
         self.queued: list[str] = []
         self.down = False
+        self.hang_deletes = False
 
     async def put_image(self, endpoint: str, image: str) -> int:
         if self.down:
@@ -51,11 +60,16 @@ class FakeAgents:
         return 202
 
     async def delete_image(self, endpoint: str, image: str) -> int:
+        self.deletes.append(endpoint)
+        if self.hang_deletes:
+            await asyncio.Event().wait()
+        if self.down:
+            raise AgentUnreachable("refused", endpoint=endpoint)
         self.cached.discard(image)
         return 204
 
     async def cache_report(self, endpoint: str) -> CacheListing:
-        self.gets += 1
+        self.gets[endpoint] = self.gets.get(endpoint, 0) + 1
         await asyncio.sleep(0)
         if self.down:
             raise AgentUnreachable("refused", endpoint=endpoint)
@@ -66,119 +80,334 @@ class FakeAgents:
             "failed_images": [],
         }
 
-
-async def test_one_get_per_interval_for_all_callers() -> None:
-    agents, clock = FakeAgents(), FakeClock()
-    pollers = AgentPollers(agents=agents, interval=2.0, clock=clock)
-    await asyncio.gather(*(pollers.snapshot("http://a") for _ in range(50)))
-    assert agents.gets == 1
-    clock.now += 1.9
-    await pollers.snapshot("http://a")
-    assert agents.gets == 1
-    clock.now += 0.1
-    await asyncio.gather(*(pollers.snapshot("http://a") for _ in range(50)))
-    assert agents.gets == 2
-    await pollers.snapshot("http://b")
-    assert agents.gets == 3
+    def finish(self) -> None:
+        self.cached.update(self.queued)
+        self.queued.clear()
 
 
-async def test_a_failed_poll_is_shared_too() -> None:
-    agents, clock = FakeAgents(), FakeClock()
-    agents.down = True
-    pollers = AgentPollers(agents=agents, interval=2.0, clock=clock)
-    snaps = await asyncio.gather(*(pollers.snapshot("http://a") for _ in range(10)))
-    assert agents.gets == 1 and all(s.error is not None for s in snaps)
+class FakeWrites:
+    """The write port: applies merge patches to `objects`; fails the next `fail` writes."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.patches: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str]] = []
+        self.fail: list[int] = []
+
+    async def patch_status(
+        self, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        if self.fail:
+            raise WriteFailed("injected", status=self.fail.pop(0))
+        self.patches.append(patch)
+        obj = self.objects[(namespace, name)]
+        obj["status"] = _merge(obj.get("status") or {}, patch)
+        obj["rv"] = str(int(obj["rv"]) + 1)
+        return {"status": obj["status"]}
+
+    async def post_event(self, ref: ObjectRef, *, type: str, reason: str, message: str) -> None:
+        self.events.append((type, reason))
 
 
-def _reconciler(agents: FakeAgents, clock: FakeClock, tmp_path: Path) -> Reconciler:
-    settings = parse_settings(
-        [
-            "--poll-interval",
-            "1",
-            "--recheck-interval",
-            "10",
-            "--retry-backoff",
-            "1",
-            "--retry-backoff-cap",
-            "4",
-        ]
-    )
-    pollers = AgentPollers(agents=agents, interval=1.0, clock=clock)
-    return Reconciler(
-        settings=settings,
-        agents=agents,
-        pollers=pollers,
-        monotonic=clock,
-        wallclock=lambda: datetime(2026, 1, 1, tzinfo=UTC),
-    )
+def _merge(old: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = dict(old)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
-POD = PodInfo(namespace="ns", name="p", uid="u1", ip="10.0.0.1", phase="Running")
-SPEC = {"image": "img", "pod": "p"}
+def _settings(**overrides: Any) -> OperatorSettings:
+    base: dict[str, Any] = {
+        "poll_interval": 1,
+        "recheck_interval": 10,
+        "retry_backoff": 1,
+        "retry_backoff_cap": 4,
+        "status_interval": 5,
+        "evict_timeout": 3,
+    }
+    return OperatorSettings(**{**base, **overrides})
 
 
-async def _pass(rec: Reconciler, status: dict[str, Any], memory: RequestMemory) -> dict[str, Any]:
-    outcome = await rec.reconcile(spec=SPEC, status=status, generation=1, pods=[POD], memory=memory)
-    return outcome.status
+def _pod(name: str = "p", ip: str = "10.0.0.1") -> PodInfo:
+    return PodInfo(namespace="ns", name=name, uid=f"u-{name}", ip=ip, phase="Running", ready=True)
 
 
-async def test_put_once_then_track_then_recache(tmp_path: Path) -> None:
-    agents, clock = FakeAgents(), FakeClock()
-    rec, memory = _reconciler(agents, clock, tmp_path), RequestMemory()
-    status = await _pass(rec, {}, memory)
-    assert status["phase"] == "Queued" and agents.puts == ["img"]
-    assert memory.quiet_until == 0.0  # in flight: the next tick polls
-    status = await _pass(rec, status, memory)  # same (stale) report: no second PUT
-    assert agents.puts == ["img"] and status["phase"] == "Queued"
-    agents.queued.clear()
-    agents.cached.add("img")
-    clock.now += 1
-    status = await _pass(rec, status, memory)
-    assert status["phase"] == "Cached"
-    assert memory.quiet_until == clock.now + 10  # settled: rest until the recheck is due
-    gets = agents.gets
-    clock.now += 5
-    status = await _pass(rec, status, memory)  # before the recheck interval: no GET at all
-    assert agents.gets == gets
-    agents.cached.clear()
-    clock.now += 10
-    outcome = await rec.reconcile(spec=SPEC, status=status, generation=1, pods=[POD], memory=memory)
-    assert outcome.status["phase"] == "Queued"
-    assert [e.reason for e in outcome.events] == ["Recaching"]
-    assert agents.puts == ["img", "img"]
+def _request(name: str = "r", spec: dict[str, Any] | None = None, **kw: Any) -> RequestView:
+    base: dict[str, Any] = {
+        "namespace": "ns",
+        "name": name,
+        "uid": f"uid-{name}",
+        "generation": 1,
+        "resource_version": "1",
+        "spec": spec or {"image": "img", "pod": "p"},
+        "status": {},
+    }
+    return RequestView(**{**base, **kw})
 
 
-async def test_restart_with_a_cached_status_checks_without_putting(tmp_path: Path) -> None:
-    agents, clock = FakeAgents(), FakeClock()
-    agents.cached.add("img")
-    rec = _reconciler(agents, clock, tmp_path)
-    previous = {
+class World:
+    """A reconciler and loop over fake agents and a fake write port, driven tick by tick."""
+
+    def __init__(self, **settings: Any) -> None:
+        self.clock, self.agents, self.writes = FakeClock(), FakeAgents(), FakeWrites()
+        self.settings = _settings(**settings)
+        self.reconciler = Reconciler(
+            settings=self.settings,
+            agents=self.agents,
+            monotonic=self.clock,
+            wallclock=self.wallclock,
+        )
+        self.metrics = OperatorMetrics()
+        self.loop = ReconcileLoop(
+            settings=self.settings,
+            reconciler=self.reconciler,
+            writes=self.writes,
+            metrics=self.metrics,
+            monotonic=self.clock,
+        )
+        self.specs: dict[tuple[str, str], dict[str, Any]] = {}
+        self.pods: list[PodInfo] = [_pod()]
+        self.lag = False  # True: the index does not see writes (a slow watch)
+        self.seen: dict[tuple[str, str], dict[str, Any]] = {}
+        self.loop.attach(requests=_Index(self._requests), pods=_Index(self._pods))
+
+    def wallclock(self) -> datetime:
+        return datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=self.clock.now)
+
+    def add(self, name: str, spec: dict[str, Any] | None = None) -> None:
+        self.specs[("ns", name)] = spec or {"image": "img", "pod": "p"}
+        self.writes.objects[("ns", name)] = {"status": {}, "rv": "1"}
+
+    def status(self, name: str = "r") -> dict[str, Any]:
+        return dict(self.writes.objects[("ns", name)]["status"])
+
+    def _requests(self) -> dict[Any, list[RequestView]]:
+        out: dict[Any, list[RequestView]] = {}
+        for key, spec in self.specs.items():
+            obj = self.writes.objects[key]
+            shown = self.seen.get(key) if self.lag else None
+            if shown is None or not self.lag:
+                shown = {"status": obj["status"], "rv": obj["rv"]}
+                self.seen[key] = shown
+            out[key] = [
+                _request(key[1], spec=spec, status=shown["status"], resource_version=shown["rv"])
+            ]
+        return out
+
+    def _pods(self) -> dict[Any, list[PodInfo]]:
+        return {"ns": list(self.pods)}
+
+    async def tick(self, advance: float = 1.0) -> None:
+        self.clock.now += advance
+        await self.loop.tick()
+
+
+class _Index:
+    """A kopf-index-like mapping computed on each read."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+
+    def values(self) -> Any:
+        return self._source().values()
+
+
+async def test_put_once_then_track_then_recache() -> None:
+    world = World()
+    world.add("r")
+    await world.tick()
+    assert world.status()["phase"] == "Queued" and world.agents.puts == ["img"]
+    await world.tick()  # the report now shows it queued: no second PUT
+    assert world.agents.puts == ["img"] and world.status()["phase"] == "Queued"
+    world.agents.finish()
+    await world.tick()
+    assert world.status()["phase"] == "Cached"
+    gets = sum(world.agents.gets.values())
+    await world.tick(5)  # before the recheck interval: no GET at all
+    assert sum(world.agents.gets.values()) == gets
+    world.agents.cached.clear()
+    world.writes.events.clear()
+    await world.tick(10)
+    assert world.status()["phase"] == "Queued"
+    assert [reason for _, reason in world.writes.events] == ["Recaching"]
+    assert world.agents.puts == ["img", "img"]
+
+
+async def test_restart_with_a_cached_status_checks_without_putting() -> None:
+    world = World()
+    world.add("r")
+    world.agents.cached.add("img")
+    world.writes.objects[("ns", "r")]["status"] = {
         "phase": "Cached",
         "reason": "Cached",
-        "target": {"pod": "p", "podUID": "u1", "podIP": "10.0.0.1"},
+        "target": {"pod": "p", "podUID": "u-p", "podIP": "10.0.0.1"},
     }
-    outcome = await rec.reconcile(
-        spec=SPEC, status=previous, generation=1, pods=[POD], memory=RequestMemory()
+    await world.tick()
+    assert world.status()["phase"] == "Cached" and world.agents.puts == []
+    assert world.writes.events == []
+
+
+async def test_unreachable_agent_backs_off_then_heals() -> None:
+    world = World()
+    world.add("r")
+    world.agents.down = True
+    await world.tick()
+    assert (world.status()["phase"], world.status()["reason"]) == ("Pending", "AgentUnreachable")
+    await world.tick(1.5)  # second failure: backoff 2 s from now
+    gets = sum(world.agents.gets.values())
+    await world.tick(1.5)
+    assert sum(world.agents.gets.values()) == gets  # still backing off
+    world.agents.down = False
+    await world.tick(1)
+    assert world.status()["phase"] == "Queued"
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == kind)
+
+
+async def test_cached_survives_an_agent_outage() -> None:
+    world = World()
+    world.add("r")
+    world.agents.cached.add("img")
+    await world.tick()
+    assert world.status()["phase"] == "Cached"
+    assert _condition(world.status(), "AgentReachable")["status"] == "True"
+    world.agents.down = True
+    world.writes.events.clear()
+    await world.tick(11)  # recheck due: the agent does not answer
+    status = world.status()
+    assert (status["phase"], status["reason"]) == ("Cached", "Cached")
+    assert _condition(status, "Cached")["status"] == "True"
+    reach = _condition(status, "AgentReachable")
+    assert (reach["status"], reach["reason"]) == ("False", "AgentUnreachable")
+    assert world.writes.events == [("Warning", "AgentUnreachable")]
+    await world.tick(2)
+    await world.tick(4)
+    assert world.writes.events == [("Warning", "AgentUnreachable")]  # one event, not one per try
+    world.agents.down = False
+    await world.tick(5)
+    assert _condition(world.status(), "AgentReachable")["status"] == "True"
+    assert world.status()["phase"] == "Cached" and world.agents.puts == []
+
+
+async def test_one_get_per_agent_per_tick_for_many_requests() -> None:
+    world = World()
+    world.pods = [_pod("p"), _pod("q", ip="10.0.0.2")]
+    for n in range(20):
+        world.add(f"r{n}", {"image": f"img-{n}", "pod": "p" if n % 2 else "q"})
+    for _ in range(3):
+        await world.tick()
+        assert all(count <= 1 for count in world.agents.gets.values())
+        world.agents.gets.clear()
+
+
+@pytest.mark.parametrize("code", [422, 409, 503, None])
+async def test_a_failed_status_write_is_retried_on_the_next_tick(code: int | None) -> None:
+    world = World()
+    world.add("r")
+    world.writes.fail = [code or 0] * 3  # three ticks in a row fail
+    for _ in range(3):
+        await world.tick()
+    assert world.status() == {}
+    world.agents.finish()
+    await world.tick()
+    assert world.status()["phase"] == "Cached"
+    failed = world.metrics.registry.get_sample_value(
+        "imagecache_operator_api_writes_total", {"kind": "status", "outcome": str(code or 0)}
     )
-    assert outcome.status["phase"] == "Cached" and agents.puts == [] and outcome.events == []
+    assert failed == 3
 
 
-async def test_unreachable_agent_backs_off(tmp_path: Path) -> None:
-    agents, clock = FakeAgents(), FakeClock()
-    agents.down = True
-    rec, memory = _reconciler(agents, clock, tmp_path), RequestMemory()
-    status = await _pass(rec, {}, memory)
-    assert (status["phase"], status["reason"]) == ("Pending", "AgentUnreachable")
-    clock.now += 1.5
-    status = await _pass(rec, status, memory)  # second failure: backoff 2 s from now
-    gets = agents.gets
-    clock.now += 1.5
-    await _pass(rec, status, memory)
-    assert agents.gets == gets  # still backing off
-    agents.down = False
-    clock.now += 1
-    status = await _pass(rec, status, memory)
-    assert status["phase"] == "Queued"
+async def test_an_external_edit_of_the_status_is_corrected() -> None:
+    world = World()
+    world.add("r")
+    world.agents.cached.add("img")
+    await world.tick()
+    assert world.status()["phase"] == "Cached"
+    obj = world.writes.objects[("ns", "r")]
+    obj["status"] = {**obj["status"], "phase": "Failed", "message": "edited by hand"}
+    obj["rv"] = "99"
+    await world.tick()
+    assert world.status()["phase"] == "Cached"
+    assert world.status()["message"] != "edited by hand"
+
+
+async def test_a_lagging_watch_does_not_cause_duplicate_writes() -> None:
+    world = World()
+    world.add("r")
+    world.agents.cached.add("img")
+    world.lag = True
+    await world.tick()
+    await world.tick()
+    await world.tick()
+    assert len(world.writes.patches) == 1
+
+
+async def test_progress_only_changes_are_throttled() -> None:
+    world = World()
+    world.add("r")
+    reports = iter([10, 20, 30, 40, 50, 60, 70])
+
+    async def caching(endpoint: str) -> CacheListing:
+        done = next(reports)
+        return {
+            "cached_images": [],
+            "queued_images": ["img"],
+            "caching_images": [{"image_id": "img", "size": 100, "bytes": done}],
+            "failed_images": [],
+        }
+
+    world.agents.cache_report = caching  # type: ignore[method-assign]
+    for _ in range(7):
+        await world.tick(1.0)
+    percents = [p["progress"]["percent"] for p in world.writes.patches if "progress" in p]
+    assert percents == [10, 60]  # first at once (phase change), then after status_interval
+
+
+async def test_eviction_gives_up_after_evict_timeout_concurrently() -> None:
+    world = World(evict_timeout=0.2)
+    world.pods = [_pod("a"), _pod("b", ip="10.0.0.2")]
+    world.agents.hang_deletes = True
+    request = _request(spec={"image": "img", "podSelector": {"matchLabels": {}}})
+    started = world.wallclock()
+    outcome = await world.reconciler.evict(
+        request=request, pods=world.pods, deletion_started=started
+    )
+    assert sorted(world.agents.deletes) == ["http://10.0.0.1:9292", "http://10.0.0.2:9292"]
+    assert outcome.done and [e.reason for e in outcome.events] == ["EvictionAbandoned"]
+
+
+async def test_eviction_retries_before_the_timeout_then_gives_up_on_any_error() -> None:
+    world = World(evict_timeout=30)
+    world.agents.down = True
+    request = _request()
+    now = world.wallclock()
+    early = await world.reconciler.evict(request=request, pods=world.pods, deletion_started=now)
+    assert not early.done and early.retry_in > 0
+    late = await world.reconciler.evict(
+        request=request, pods=world.pods, deletion_started=now - timedelta(seconds=31)
+    )
+    assert late.done and late.events[0].type == "Warning"
+
+
+def test_not_ready_pod_is_not_planned() -> None:
+    pod = dataclasses.replace(_pod(), ready=False)
+    plan = plan_tick(
+        requests=[_request()],
+        pods={"ns": [pod]},
+        schedules={},
+        now=0.0,
+        default_port=9292,
+        recheck_interval=10,
+    )
+    assert plan.polls == frozenset()
+    assert plan.requests[0].targets[0].waiting is not None
 
 
 def test_token_file_is_reread_when_it_changes(tmp_path: Path) -> None:
@@ -194,9 +423,17 @@ def test_token_file_is_reread_when_it_changes(tmp_path: Path) -> None:
 def test_flags_win_over_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IMAGECACHE_OPERATOR_POLL_INTERVAL", "7")
     monkeypatch.setenv("IMAGECACHE_OPERATOR_NAMESPACES", "a, b")
+    monkeypatch.setenv("IMAGECACHE_OPERATOR_LEADER_ELECTION", "true")
     assert parse_settings([]).poll_interval == 7
     assert parse_settings([]).namespaces == ["a", "b"]
+    assert parse_settings([]).leader_election is True
     assert parse_settings(["--poll-interval", "3"]).poll_interval == 3
+
+
+def test_lease_namespace_from_the_pod(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_NAMESPACE", "imagecache-system")
+    assert parse_settings([]).lease_namespace == "imagecache-system"
+    assert parse_settings([]).lease_name == "imagecache-operator"
 
 
 @pytest.mark.parametrize(

@@ -1,12 +1,22 @@
-"""``imagecache-operator``: settings, logging, then kopf in-process with metrics and /healthz.
+"""``imagecache-operator``: settings, logging, then kopf and the reconcile loop in-process.
 
 `run_operator` is what `main` runs, and what tests and the demo run in their own event loop
-(with their own login, stop flag and ready flag), so several operators can share a process.
+(with their own login, stop flag and ready flag). Order of things:
+
+1. log in (the same login function kopf uses) and build the kubernetes_asyncio ApiClient the
+   write port and leader election share;
+2. serve ``/metrics``, ``/healthz`` and ``/readyz`` (``standby`` until elected);
+3. with ``leader_election``, wait for the Lease: a standby runs neither kopf nor the loop, so it
+   writes nothing at all;
+4. run kopf (watches, indexes, the evict-on-delete finalizer), the reconcile loop and, when
+   elected, the Lease renewal side by side. Losing the Lease stops everything at once and
+   `run_operator` raises `LeaseLost` (`main` exits 1).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import threading
@@ -15,16 +25,46 @@ from collections.abc import Sequence
 import kopf
 
 from imagecache.controller.agents import HttpAgents, TokenFile
-from imagecache.controller.handlers import LoginFn, build_registry, kopf_settings
+from imagecache.controller.errors import ControllerError
+from imagecache.controller.handlers import LoginFn, build_registry, default_login, kopf_settings
+from imagecache.controller.kubeapi import ApiWrites, api_client_from
+from imagecache.controller.leader import LeaderElector, LeaseConfig, LeaseLost
+from imagecache.controller.loop import ReconcileLoop
 from imagecache.controller.metrics import OperatorMetrics, serve_probes
-from imagecache.controller.polling import AgentPollers
 from imagecache.controller.reconciling import Reconciler
-from imagecache.controller.settings import OperatorSettings, SettingsError, parse_settings
+from imagecache.controller.settings import (
+    OperatorSettings,
+    SettingsError,
+    lease_identity,
+    parse_settings,
+)
 
 logger = logging.getLogger("imagecache.controller")
 
 Flag = asyncio.Event | threading.Event
 """A stop or ready flag: an asyncio event, or a threading event when kopf runs in a thread."""
+
+FLAG_POLL = 0.1
+
+
+class NoCredentials(ControllerError):
+    """Neither the service account nor a kubeconfig gave a way to the API server."""
+
+
+async def wait_flag(flag: Flag) -> None:
+    """Return once `flag` is set (a threading flag is looked at every 0.1 s)."""
+    if isinstance(flag, asyncio.Event):
+        await flag.wait()
+        return
+    while not flag.is_set():  # noqa: ASYNC110 -- a threading flag cannot be awaited
+        await asyncio.sleep(FLAG_POLL)
+
+
+def _login(settings: OperatorSettings, login: LoginFn) -> kopf.ConnectionInfo:
+    info = login(settings=kopf_settings(settings), logger=logger)
+    if info is None:
+        raise NoCredentials("no in-cluster service account and no kubeconfig")
+    return info
 
 
 async def run_operator(
@@ -41,39 +81,126 @@ async def run_operator(
     operator a loop of its own (a thread: pass `threading.Event` flags) when embedding it.
     """
     metrics = metrics or OperatorMetrics()
+    login_fn = login or default_login
     ready: Flag = ready_flag or asyncio.Event()
     stop: Flag = stop_flag or asyncio.Event()
+    info = _login(settings, login_fn)
     agents = HttpAgents(
         token=TokenFile(settings.agent_token_file),
         timeout=settings.request_timeout,
         max_concurrency=settings.max_concurrency,
         metrics=metrics,
     )
-    async with agents:
-        pollers = AgentPollers(agents=agents, interval=settings.poll_interval)
-        reconciler = Reconciler(settings=settings, agents=agents, pollers=pollers)
-        registry = build_registry(
-            settings=settings, reconciler=reconciler, metrics=metrics, login=login
+    async with api_client_from(info) as api, agents:
+        writes = ApiWrites(api, timeout=max(30.0, settings.request_timeout * 3))
+        reconciler = Reconciler(settings=settings, agents=agents)
+        loop = ReconcileLoop(
+            settings=settings, reconciler=reconciler, writes=writes, metrics=metrics
         )
+        elector = (
+            LeaderElector(
+                api,
+                LeaseConfig(
+                    name=settings.lease_name,
+                    namespace=settings.lease_namespace,
+                    identity=lease_identity(),
+                ),
+            )
+            if settings.leader_election
+            else None
+        )
+        halt = asyncio.Event()
         probes = serve_probes(
             metrics=metrics,
             host=settings.metrics_host,
             port=settings.metrics_port,
-            alive=lambda: ready.is_set() and not stop.is_set(),
+            alive=lambda: not halt.is_set() and not loop.stuck(),
+            role=lambda: "standby" if elector is not None and not elector.leading else "leader",
         )
         async with probes as port:
-            logger.info("metrics and /healthz on %s:%d", settings.metrics_host, port)
-            await kopf.operator(
-                registry=registry,
-                settings=kopf_settings(settings),
-                clusterwide=not settings.namespaces,
-                namespaces=settings.namespaces,
-                standalone=settings.peering is None,
-                peering_name=settings.peering,
-                stop_flag=stop,
-                ready_flag=ready,
-                memo=kopf.Memo(),
-            )
+            logger.info("metrics, /healthz and /readyz on %s:%d", settings.metrics_host, port)
+            watcher = asyncio.create_task(_halt_on(stop, halt), name="stop flag")
+            try:
+                if elector is not None:
+                    if not await _elected(elector, halt):
+                        return
+                    logger.info("elected leader of %s", settings.lease_name)
+                await _lead(settings, login_fn, loop, reconciler, writes, elector, halt, ready)
+            finally:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+
+
+async def _halt_on(stop: Flag, halt: asyncio.Event) -> None:
+    await wait_flag(stop)
+    halt.set()
+
+
+async def _elected(elector: LeaderElector, halt: asyncio.Event) -> bool:
+    """Wait for the Lease (True) or for the stop flag (False)."""
+    acquiring = asyncio.create_task(elector.acquire(), name="lease acquire")
+    halted = asyncio.create_task(halt.wait(), name="halt")
+    await asyncio.wait({acquiring, halted}, return_when=asyncio.FIRST_COMPLETED)
+    halted.cancel()
+    if not acquiring.done():
+        acquiring.cancel()
+        await asyncio.gather(acquiring, halted, return_exceptions=True)
+        return False
+    await asyncio.gather(halted, return_exceptions=True)
+    acquiring.result()
+    return True
+
+
+async def _lead(
+    settings: OperatorSettings,
+    login_fn: LoginFn,
+    loop: ReconcileLoop,
+    reconciler: Reconciler,
+    writes: ApiWrites,
+    elector: LeaderElector | None,
+    halt: asyncio.Event,
+    ready: Flag,
+) -> None:
+    """kopf, the loop and the Lease renewal side by side, until halted or the Lease is lost."""
+    registry = build_registry(
+        settings=settings, loop=loop, reconciler=reconciler, writes=writes, login=login_fn
+    )
+    lost: list[LeaseLost] = []
+
+    async def hold(elector: LeaderElector) -> None:
+        try:
+            await elector.hold()
+        except LeaseLost as error:
+            logger.error("lost the lease: %s; stopping at once", error)
+            lost.append(error)
+            halt.set()
+            ticking.cancel()  # no write after the Lease is gone, not even this tick's
+
+    # Created before kopf starts, so kopf's end-of-run cleanup leaves them to us.
+    ticking = asyncio.create_task(loop.run(halt), name="reconcile loop")
+    holding = asyncio.create_task(hold(elector), name="lease") if elector is not None else None
+    try:
+        await kopf.operator(
+            registry=registry,
+            settings=kopf_settings(settings),
+            clusterwide=not settings.namespaces,
+            namespaces=settings.namespaces,
+            standalone=True,
+            stop_flag=halt,
+            ready_flag=ready,
+            memo=kopf.Memo(),
+        )
+    finally:
+        halt.set()
+        tasks = [t for t in (ticking, holding) if t is not None]
+        if holding is not None and not lost:
+            holding.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if elector is not None and not lost:
+            with contextlib.suppress(Exception):
+                await elector.release()
+    if lost:
+        raise lost[0]
 
 
 def configure_logging(level: str) -> None:
@@ -88,14 +215,20 @@ def configure_logging(level: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point (exit 1 when the Lease is lost, 2 on bad settings)."""
     try:
         settings = parse_settings(argv)
     except SettingsError as error:
         print(f"imagecache-operator: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings.log_level)
-    asyncio.run(run_operator(settings))
+    try:
+        asyncio.run(run_operator(settings))
+    except LeaseLost:
+        raise SystemExit(1) from None
+    except NoCredentials as error:
+        print(f"imagecache-operator: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

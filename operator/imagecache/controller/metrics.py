@@ -6,9 +6,13 @@ operators can run in one process (tests):
 * ``imagecache_operator_requests{phase}`` -- ImageCacheRequests by phase (gauge);
 * ``imagecache_operator_agent_requests_total{method,outcome}`` -- requests to agents by outcome
   (HTTP status, ``unreachable``, ``timeout``, ``invalid``);
-* ``imagecache_operator_agent_request_duration_seconds{method}`` -- their latency.
+* ``imagecache_operator_agent_request_duration_seconds{method}`` -- their latency;
+* ``imagecache_operator_api_writes_total{kind,outcome}`` -- status patches and events written
+  (``ok``, the HTTP status, or ``error``); a failed one is retried on a later tick;
+* ``imagecache_operator_loop_ticks_total`` -- completed passes of the reconcile loop.
 
-``/healthz`` answers 200 while the kopf operator is running and ready (the liveness probe).
+``/healthz`` (liveness) answers 500 when the reconcile loop is stuck; ``/readyz`` says whether
+this replica is the ``leader`` or a ``standby`` (200 for both).
 """
 
 from __future__ import annotations
@@ -60,6 +64,18 @@ class OperatorMetrics:
             registry=self.registry,
         )
 
+        self.api_writes = Counter(
+            "imagecache_operator_api_writes",
+            "Writes to the Kubernetes API (status patches, events), by outcome",
+            labelnames=["kind", "outcome"],
+            registry=self.registry,
+        )
+        self.loop_ticks = Counter(
+            "imagecache_operator_loop_ticks",
+            "Completed passes of the reconcile loop",
+            registry=self.registry,
+        )
+
     def observe_agent_request(self, *, method: str, outcome: str, seconds: float) -> None:
         """Count one request to an agent and record its latency."""
         self.agent_requests.labels(method=method, outcome=outcome).inc()
@@ -71,6 +87,11 @@ class OperatorMetrics:
             self.phases.pop(uid, None)
         else:
             self.phases[uid] = phase
+
+    def keep_phases(self, uids: set[str]) -> None:
+        """Forget the phases of requests that are gone."""
+        for uid in [u for u in self.phases if u not in uids]:
+            del self.phases[uid]
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
@@ -89,9 +110,14 @@ def bind_host(host: str) -> str | None:
 
 @asynccontextmanager
 async def serve_probes(
-    *, metrics: OperatorMetrics, host: str, port: int, alive: Callable[[], bool]
+    *,
+    metrics: OperatorMetrics,
+    host: str,
+    port: int,
+    alive: Callable[[], bool],
+    role: Callable[[], str] = lambda: "leader",
 ) -> AsyncIterator[int]:
-    """Serve ``/metrics`` and ``/healthz`` on host:port; yields the port actually bound."""
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on host:port; yields the bound port."""
 
     async def metrics_view(_: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
@@ -99,18 +125,21 @@ async def serve_probes(
     async def health_view(_: web.Request) -> web.Response:
         if alive():
             return web.json_response({"status": "ok"})
-        return web.json_response({"status": "starting or stopping"}, status=503)
+        return web.json_response({"status": "stuck or stopping"}, status=500)
+
+    async def ready_view(_: web.Request) -> web.Response:
+        return web.json_response({"role": role()})
 
     app = web.Application()
     app.router.add_get("/metrics", metrics_view)
     app.router.add_get("/healthz", health_view)
+    app.router.add_get("/readyz", ready_view)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, bind_host(host), port)
     await site.start()
-    server = site._server
-    sockets = getattr(server, "sockets", None) or []
-    bound = int(sockets[0].getsockname()[1]) if sockets else port
+    addresses = runner.addresses
+    bound = int(addresses[0][1]) if addresses else port
     try:
         yield bound
     finally:

@@ -1,29 +1,37 @@
-"""One reconciliation pass over one ImageCacheRequest, and its eviction on deletion.
+"""What the loop does with one planned request, and eviction on deletion.
 
-`Reconciler.reconcile` is level-triggered (SPEC §4.1 items 1-5, 8): from the live pods (kopf's
-index), the previous status and the agents' shared reports it computes the whole new status and
-the events to post, (re-)queueing the image where the agent lacks it. It keeps only schedules in
-memory (`RequestMemory`: when we last queued, backoff, last recheck); the truth is rebuilt from
-the object's status and the agents after a restart.
+`Reconciler.fetch` asks each planned agent once (``GET /v2/cache``), concurrently.
+`Reconciler.reconcile` turns one `RequestPlan` and those reports into the request's new status
+and events (SPEC §4.1 items 1-5, 8), (re-)queueing the image with ``PUT`` where the agent lacks
+it. In memory it keeps only per-target schedules (`TargetMemory`: last state, when we queued,
+backoff); the truth is rebuilt from the object's live status and the agents after a restart.
 
-`Reconciler.evict` sends ``DELETE /v2/cache/<image>`` to each current target for
-``evictOnDelete`` (item 6).
+`Reconciler.evict` sends ``DELETE /v2/cache/<image>`` to every current target at once for
+``evictOnDelete`` (item 6) and says when to give up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from imagecache.controller.agents import AgentPort
-from imagecache.controller.errors import AgentError, AgentUnauthorized, RequestSpecError
-from imagecache.controller.polling import AgentPollers
+from imagecache.controller.errors import AgentError, AgentUnauthorized, AgentUnreachable
 from imagecache.controller.settings import OperatorSettings
 from imagecache.core.backoff import backoff_delay
+from imagecache.core.planning import (
+    PlannedTarget,
+    RequestPlan,
+    RequestView,
+    TargetSchedule,
+    plan_request,
+    target_key,
+)
 from imagecache.core.status import (
     Event,
     ResolvedTarget,
@@ -36,47 +44,39 @@ from imagecache.core.status import (
     status_events,
     unauthorized_state,
 )
-from imagecache.core.targets import (
-    PodInfo,
-    agent_endpoint,
-    agent_port,
-    is_replaced,
-    pod_readiness,
-    select_targets,
-    target_action,
-)
+from imagecache.core.targets import PodInfo, is_replaced, target_action
+from imagecache.core.wire import CacheListing
 
 
 @dataclass
 class TargetMemory:
-    """In-memory schedule of one target (by pod uid); never the source of truth."""
+    """In-memory schedule of one target (request uid, pod uid); never the source of truth."""
 
-    pod_uid: str
     state: TargetState | None = None
     put_at: float | None = None
     failures: int = 0
     not_before: float = 0.0
     checked_at: float = 0.0
+    seen_tick: int = 0
+
+    def schedule(self) -> TargetSchedule:
+        """The planner's view of this memory."""
+        return TargetSchedule(
+            state=self.state, not_before=self.not_before, checked_at=self.checked_at
+        )
 
 
-@dataclass
-class RequestMemory:
-    """In-memory schedules of one request: per target, and what was last written."""
+@dataclass(frozen=True)
+class Reports:
+    """This tick's agent reports by endpoint (a report or the error), and when the GETs began."""
 
-    targets: dict[str, TargetMemory] = field(default_factory=dict)
-    written: dict[str, Any] | None = None
-    generation: int = 0
-    quiet_until: float = 0.0
-    wakeup: asyncio.Event | None = None
-    stopped: Any = None
-    gone: bool = False
-    evicted: set[str] = field(default_factory=set)
-    evict_failures: int = 0
+    started_at: float
+    by_endpoint: Mapping[str, CacheListing | AgentError] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """The new status and the events to post."""
+    """The new status and the events to post once it is written."""
 
     status: dict[str, Any]
     events: list[Event]
@@ -84,12 +84,12 @@ class Outcome:
 
 @dataclass(frozen=True)
 class EvictOutcome:
-    """Eviction finished (``done``), or must be retried after ``retry_in`` seconds."""
+    """Eviction finished (`done`, maybe given up with `events`), or retry after `retry_in`."""
 
     done: bool
     events: list[Event]
     retry_in: float = 0.0
-    error: AgentError | None = None
+    error: str = ""
 
 
 def _previous_entries(
@@ -106,203 +106,158 @@ def _previous_entries(
     return {str(target["pod"]): entry}
 
 
-class Reconciler:
-    """Reconciles requests against pods and agents; one per operator."""
+def _recorded_state(before: Mapping[str, Any] | None) -> TargetState | None:
+    if not before or not before.get("phase"):
+        return None
+    return TargetState(
+        phase=before["phase"],
+        reason=str(before.get("reason") or before["phase"]),
+        message=str(before.get("message") or ""),
+        percent=before.get("percent"),
+    )
 
-    def now(self) -> float:
-        """The reconciler's monotonic clock."""
-        return self._monotonic()
+
+class Reconciler:
+    """Reconciles planned requests against agents; one per operator."""
 
     def __init__(
         self,
         *,
         settings: OperatorSettings,
         agents: AgentPort,
-        pollers: AgentPollers,
         monotonic: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._settings = settings
         self._agents = agents
-        self._pollers = pollers
         self._monotonic = monotonic
         self._wallclock = wallclock
-        self._pruned_at = monotonic()
+        self._targets: dict[tuple[str, str], TargetMemory] = {}
+        self._evicted: dict[str, set[str]] = {}
+        self._tick = 0
+        self.gets: dict[str, int] = {}
 
-    def resolve(
-        self, *, spec: Mapping[str, Any], pods: Sequence[PodInfo]
-    ) -> list[tuple[str, PodInfo | None]]:
-        """The request's targets: (pod name, pod or None) -- ready or not for the single form."""
-        if "podSelector" in spec and spec["podSelector"] is not None:
-            return [
-                (pod.name, pod) for pod in select_targets(pods=pods, selector=spec["podSelector"])
-            ]
-        name = spec.get("pod")
-        if not name:
-            raise RequestSpecError("spec has neither pod nor podSelector")
-        pod = next((p for p in pods if p.name == name), None)
-        return [(str(name), pod)]
+    def now(self) -> float:
+        """The reconciler's monotonic clock."""
+        return self._monotonic()
 
-    async def reconcile(
-        self,
-        *,
-        spec: Mapping[str, Any],
-        status: Mapping[str, Any],
-        generation: int,
-        pods: Sequence[PodInfo],
-        memory: RequestMemory,
-    ) -> Outcome:
-        """Compute the request's new status (and events), queueing the image where needed."""
-        image = spec.get("image")
-        if not image:
-            raise RequestSpecError("spec.image is missing")
-        self._prune_pollers()
-        selector_form = spec.get("podSelector") is not None
-        previous = _previous_entries(status, selector_form=selector_form)
+    def schedules(self) -> dict[tuple[str, str], TargetSchedule]:
+        """Every target's schedule, for the planner."""
+        return {key: memory.schedule() for key, memory in self._targets.items()}
+
+    def begin_tick(self) -> None:
+        """Mark a new tick; targets not seen by its end are forgotten (`end_tick`)."""
+        self._tick += 1
+
+    def end_tick(self) -> None:
+        """Forget the schedules of targets no request planned this tick (pods or requests gone)."""
+        for key in [k for k, m in self._targets.items() if m.seen_tick != self._tick]:
+            del self._targets[key]
+
+    async def fetch(self, endpoints: Iterable[str]) -> Reports:
+        """``GET /v2/cache`` from each endpoint once, concurrently."""
+        started = self._monotonic()
+        chosen = sorted(set(endpoints))
+
+        async def one(endpoint: str) -> CacheListing | AgentError:
+            self.gets[endpoint] = self.gets.get(endpoint, 0) + 1
+            try:
+                return await self._agents.cache_report(endpoint)
+            except AgentError as error:
+                return error
+
+        answers = await asyncio.gather(*(one(endpoint) for endpoint in chosen))
+        return Reports(started_at=started, by_endpoint=dict(zip(chosen, answers, strict=True)))
+
+    async def reconcile(self, plan: RequestPlan, reports: Reports) -> Outcome:
+        """The request's new status (against `live`) and its events; PUTs where needed."""
+        request = plan.request
+        live = request.status
+        previous = _previous_entries(live, selector_form=request.selector_form)
         resolved: list[ResolvedTarget] = []
-        extra_events: list[Event] = []
-        for name, pod in self.resolve(spec=spec, pods=pods):
-            readiness = pod_readiness(pod=pod)
-            if pod is None or readiness != "Ready":
-                message = (
-                    f"pod {name} not found"
-                    if pod is None
-                    else f"pod {name} is not Running with an IP"
-                )
-                resolved.append(
-                    ResolvedTarget(name, pod, pending_state(reason=readiness, message=message))
-                )
+        recaching: list[Event] = []
+        for target in plan.targets:
+            if target.waiting is not None or target.pod is None or target.endpoint is None:
+                waiting = target.waiting or pending_state(reason="PodNotFound", message="")
+                resolved.append(ResolvedTarget(target.name, target.pod, waiting))
                 continue
-            before = previous.get(name)
-            if before is not None and is_replaced(recorded=before, pod=pod):
-                before = None
-            memo = memory.targets.get(name)
-            if memo is None or memo.pod_uid != pod.uid:
-                memo = memory.targets[name] = TargetMemory(pod_uid=pod.uid)
-            port = agent_port(
-                spec_port=spec.get("port"), pod=pod, default=self._settings.agent_port
+            state, requeued = await self._target(
+                request, target, previous.get(target.name), reports
             )
-            state, recaching = await self._reconcile_target(
-                image=str(image), pod=pod, port=port, before=before, memo=memo
-            )
-            if recaching:
-                extra_events.append(
-                    Event("Normal", "Recaching", f"image gone from {name}; re-queued")
+            if requeued:
+                recaching.append(
+                    Event("Normal", "Recaching", f"image gone from {target.name}; re-queued")
                 )
-            resolved.append(ResolvedTarget(name, pod, state))
-        for name in set(memory.targets) - {target.name for target in resolved}:
-            del memory.targets[name]
-        memory.generation = generation
-        memory.quiet_until = self._quiet_until(resolved, memory)
-        now = self._wallclock()
+            resolved.append(ResolvedTarget(target.name, target.pod, state))
         new = build_status(
-            previous=status,
+            previous=live,
             targets=resolved,
-            selector_form=selector_form,
-            generation=generation,
-            now=now,
+            selector_form=request.selector_form,
+            generation=request.generation,
+            now=self._wallclock(),
         )
-        events = status_events(previous=status, current=new)
-        if extra_events:
-            events = extra_events + [e for e in events if e.reason != "Queued"]
+        events = status_events(previous=live, current=new)
+        if recaching:
+            events = recaching + [e for e in events if e.reason != "Queued"]
         return Outcome(status=new, events=events)
 
-    async def _reconcile_target(
+    async def _target(
         self,
-        *,
-        image: str,
-        pod: PodInfo,
-        port: int,
+        request: RequestView,
+        target: PlannedTarget,
         before: Mapping[str, Any] | None,
-        memo: TargetMemory,
+        reports: Reports,
     ) -> tuple[TargetState, bool]:
+        pod, endpoint = target.pod, target.endpoint
+        assert pod is not None and endpoint is not None
+        memo = self._targets.setdefault(target_key(request, pod), TargetMemory())
+        memo.seen_tick = self._tick
+        if before is not None and is_replaced(recorded=before, pod=pod):
+            before = None
+        kept = memo.state or _recorded_state(before)
+        if not target.due and memo.state is not None:
+            return memo.state, False
         now = self._monotonic()
-        previous_phase = str(before["phase"]) if before and before.get("phase") else None
-        kept = memo.state or (
-            TargetState(
-                phase=before["phase"],
-                reason=str(before.get("reason") or before["phase"]),
-                message=str(before.get("message") or ""),
-                percent=before.get("percent"),
-            )
-            if before and before.get("phase")
-            else None
-        )
-        if memo.state is not None:
-            if now < memo.not_before:
-                return memo.state, False
-            terminal = (
-                memo.state.phase in ("Cached", "Failed") and memo.state.reason != "Unauthorized"
-            )
-            if terminal and now - memo.checked_at < self._settings.recheck_interval:
-                return memo.state, False
-        recheck_due = memo.state is not None
-        endpoint = agent_endpoint(ip=str(pod.ip), port=port)
-        snap = await self._pollers.snapshot(endpoint)
-        if snap.error is not None:
-            return self._contact_failed(memo, snap.error, now), False
-        assert snap.report is not None
-        entry = find_image(report=snap.report, image_id=image)
-        put_pending = memo.put_at is not None and memo.put_at >= snap.fetched_at
+        answer = reports.by_endpoint.get(endpoint)
+        if answer is None:
+            answer = AgentUnreachable("not asked this tick", endpoint=endpoint)
+        if isinstance(answer, AgentError):
+            return self._contact_failed(memo, kept, answer, now), False
+        image = str(request.spec["image"])
+        entry = find_image(report=answer, image_id=image)
+        previous_phase = kept.phase if kept is not None else None
         action = target_action(
             agent_state=entry.get("state", "absent"),
             previous_phase=previous_phase,
-            put_pending=put_pending,
-            recheck_due=recheck_due,
+            put_pending=memo.put_at is not None and memo.put_at >= reports.started_at,
+            recheck_due=memo.state is not None,
         )
-        recaching = False
+        requeued = False
         if action == "report":
             state = state_from_image(entry=entry, pod_name=pod.name)
         elif action == "keep" and kept is not None:
             state = kept
         else:
-            recaching = previous_phase == "Cached"
+            requeued = previous_phase == "Cached"
             try:
                 code = await self._agents.put_image(endpoint, image)
             except AgentError as error:
-                return self._contact_failed(memo, error, now), False
+                return self._contact_failed(memo, kept, error, now), False
             state = state_from_put(status_code=code, pod_name=pod.name)
             if code == 202:
                 memo.put_at = self._monotonic()
+        state = dataclasses.replace(state, reachable=True, unreachable="")
         memo.failures = 0
         memo.not_before = 0.0
         if state.phase in ("Cached", "Failed"):
             memo.checked_at = now
         memo.state = state
-        return state, recaching
+        return state, requeued
 
-    def _quiet_until(self, resolved: Sequence[ResolvedTarget], memory: RequestMemory) -> float:
-        """When this request next needs a pass if nothing changes (0: at the next tick).
-
-        Every target settled (Cached, Failed for a reason retrying cannot fix, or a pod that is
-        missing / not ready, which a pod event will wake) means nothing to poll until the
-        earliest recheck; anything in flight or backing off needs the next tick.
-        """
-        now = self._monotonic()
-        recheck = self._settings.recheck_interval
-        due = [now + recheck]
-        for target in resolved:
-            state = target.state
-            if state.reason in ("PodNotFound", "PodNotReady"):
-                continue
-            settled = state.phase == "Cached" or (
-                state.phase == "Failed" and state.reason != "Unauthorized"
-            )
-            memo = memory.targets.get(target.name)
-            if not settled or memo is None:
-                return 0.0
-            due.append(memo.checked_at + recheck)
-        return min(due)
-
-    def _prune_pollers(self) -> None:
-        """Forget agents nobody asked about for a while (pods gone), at most once a minute."""
-        now = self._monotonic()
-        if now - self._pruned_at >= 60.0:
-            self._pruned_at = now
-            horizon = 2 * max(self._settings.recheck_interval, self._settings.poll_interval)
-            self._pollers.forget_idle(older_than=horizon)
-
-    def _contact_failed(self, memo: TargetMemory, error: AgentError, now: float) -> TargetState:
+    def _contact_failed(
+        self, memo: TargetMemory, kept: TargetState | None, error: AgentError, now: float
+    ) -> TargetState:
+        """Back off; a Cached target stays Cached (the outage shows as AgentReachable=False)."""
         memo.failures += 1
         memo.not_before = now + backoff_delay(
             failures=memo.failures,
@@ -310,48 +265,79 @@ class Reconciler:
             cap=self._settings.retry_backoff_cap,
         )
         if isinstance(error, AgentUnauthorized):
-            state = unauthorized_state(status_code=error.status or 401)
+            state = dataclasses.replace(
+                unauthorized_state(status_code=error.status or 401), reachable=True
+            )
+        elif kept is not None and kept.phase == "Cached":
+            state = dataclasses.replace(kept, reachable=False, unreachable=str(error))
         else:
-            state = pending_state(reason="AgentUnreachable", message=f"agent unreachable: {error}")
+            state = dataclasses.replace(
+                pending_state(reason="AgentUnreachable", message=f"agent unreachable: {error}"),
+                reachable=False,
+                unreachable=str(error),
+            )
         memo.state = state
         return state
 
     async def evict(
         self,
         *,
-        spec: Mapping[str, Any],
+        request: RequestView,
         pods: Sequence[PodInfo],
-        memory: RequestMemory,
         deletion_started: datetime | None,
+        attempt: int = 0,
     ) -> EvictOutcome:
-        """``DELETE`` the image from every current target; skip gone pods; give up in time."""
-        image = str(spec.get("image") or "")
-        failed: list[tuple[PodInfo, AgentError]] = []
-        for _name, pod in self.resolve(spec=spec, pods=pods):
-            if pod is None or pod_readiness(pod=pod) != "Ready" or pod.uid in memory.evicted:
-                continue
-            port = agent_port(
-                spec_port=spec.get("port"), pod=pod, default=self._settings.agent_port
-            )
-            try:
-                await self._agents.delete_image(agent_endpoint(ip=str(pod.ip), port=port), image)
-            except AgentError as error:
-                failed.append((pod, error))
-            else:
-                memory.evicted.add(pod.uid)
-        if not failed:
-            return EvictOutcome(done=True, events=[])
+        """``DELETE`` the image from every Ready target at once; give up after evict_timeout."""
+        image = str(request.spec.get("image") or "")
+        evicted = self._evicted.setdefault(request.uid, set())
+        plan = plan_request(
+            request,
+            pods=pods,
+            schedules={},
+            now=self._monotonic(),
+            default_port=self._settings.agent_port,
+            recheck_interval=self._settings.recheck_interval,
+        )
+        chosen = [
+            t
+            for t in plan.targets
+            if t.endpoint is not None and t.pod is not None and t.pod.uid not in evicted
+        ]
         started = deletion_started or self._wallclock()
+        remaining = self._settings.evict_timeout - (self._wallclock() - started).total_seconds()
+
+        async def one(target: PlannedTarget) -> None:
+            assert target.endpoint is not None and target.pod is not None
+            await self._agents.delete_image(target.endpoint, image)
+            evicted.add(target.pod.uid)
+
+        failures: list[str] = []
+        out_of_time = False
+        if chosen:
+            tasks = {asyncio.ensure_future(one(t)): t for t in chosen}
+            done, pending = await asyncio.wait(tasks, timeout=max(remaining, 0.0) or None)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            out_of_time = bool(pending)
+            failures = [f"{tasks[task].name}: no answer in time" for task in pending]
+            failures += [
+                f"{tasks[task].name}: {task.exception()}"
+                for task in done
+                if task.exception() is not None
+            ]
+        if not failures:
+            self._evicted.pop(request.uid, None)
+            return EvictOutcome(done=True, events=[])
         waited = (self._wallclock() - started).total_seconds()
-        names = ", ".join(pod.name for pod, _ in failed)
-        if waited >= self._settings.evict_timeout:
-            message = f"gave up evicting {image} from {names} after {int(waited)}s: {failed[0][1]}"
+        if out_of_time or waited >= self._settings.evict_timeout:
+            self._evicted.pop(request.uid, None)
+            message = f"gave up evicting {image} after {int(waited)}s: " + "; ".join(failures)
             return EvictOutcome(done=True, events=[Event("Warning", "EvictionAbandoned", message)])
-        memory.evict_failures += 1
         delay = backoff_delay(
-            failures=memory.evict_failures,
+            failures=attempt + 1,
             base=self._settings.retry_backoff,
             cap=self._settings.retry_backoff_cap,
         )
-        delay = max(0.0, min(delay, self._settings.evict_timeout - waited))
-        return EvictOutcome(done=False, events=[], retry_in=delay, error=failed[0][1])
+        delay = max(0.1, min(delay, self._settings.evict_timeout - waited))
+        return EvictOutcome(done=False, events=[], retry_in=delay, error="; ".join(failures))

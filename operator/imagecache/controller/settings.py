@@ -8,6 +8,9 @@ in `main` and passed down; nothing reads the environment anywhere else.
 from __future__ import annotations
 
 import argparse
+import os
+import secrets
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +22,27 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from imagecache import settings_cli
 from imagecache.settings_cli import SettingsError as SettingsError
+
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+
+def default_lease_namespace() -> str:
+    """The pod's namespace (downward API ``POD_NAMESPACE``, else the service account), else
+    ``default``."""
+    namespace = os.environ.get("POD_NAMESPACE", "").strip()
+    if namespace:
+        return namespace
+    try:
+        namespace = SERVICE_ACCOUNT_NAMESPACE.read_text(encoding="utf-8").strip()
+    except OSError:
+        namespace = ""
+    return namespace or "default"
+
+
+def lease_identity() -> str:
+    """This replica's name in the Lease: ``POD_NAME`` (else the hostname) and a random suffix."""
+    name = os.environ.get("POD_NAME", "").strip() or socket.gethostname()
+    return f"{name}-{secrets.token_hex(4)}"
 
 
 class OperatorSettings(BaseSettings):
@@ -62,8 +86,20 @@ class OperatorSettings(BaseSettings):
         ge=0,
         description="Give up evicting from an unreachable agent this long after deletion began.",
     )
-    peering: str | None = Field(
-        default=None, description="kopf peering object name; unset runs standalone."
+    status_interval: float = Field(
+        default=5.0,
+        ge=0,
+        description="Progress-only status changes are written at most this often per object.",
+    )
+    leader_election: bool = Field(
+        default=False,
+        description="Elect one active replica on a coordination.k8s.io/v1 Lease.",
+    )
+    lease_name: str = Field(default="imagecache-operator", description="Name of the Lease.")
+    lease_namespace: str = Field(
+        default_factory=default_lease_namespace,
+        description="Namespace of the Lease: POD_NAMESPACE, else the service account's, "
+        "else default.",
     )
     log_level: str = Field(default="INFO", description="Python logging level.")
 

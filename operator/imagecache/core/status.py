@@ -8,6 +8,8 @@ Pure functions over plain data (SPEC §3 status, §4.1 items 2, 3, 7):
 * `build_status` assembles the whole status (single-pod or selector form) from the targets'
   states and the previous status, keeping timestamps and condition transition times stable;
 * `status_events` says which Kubernetes events a change of phase deserves;
+* `agent_reachable_condition` says whether the agents answered: ``Cached`` survives an agent
+  outage, the outage shows as ``AgentReachable=False`` instead;
 * `merge_patch` computes the JSON merge patch from the old status to the new one (empty when
   nothing changed, so nothing is written).
 """
@@ -44,6 +46,10 @@ class TargetState:
     queued_at: float | None = None
     started_at: float | None = None
     cached_at: float | None = None
+    reachable: bool | None = None
+    """Whether the agent answered this tick (None: not asked, e.g. the pod is not Ready)."""
+    unreachable: str = ""
+    """Why the agent did not answer (when `reachable` is False)."""
 
 
 @dataclass(frozen=True)
@@ -242,21 +248,53 @@ def _condition(
     previous: Mapping[str, Any],
     generation: int,
     now: datetime,
+    kind: str = "Cached",
+    status: str | None = None,
 ) -> dict[str, Any]:
-    status = "True" if phase == "Cached" else "False"
-    before = next((c for c in previous.get("conditions") or [] if c.get("type") == "Cached"), None)
+    if status is None:
+        status = "True" if phase == "Cached" else "False"
+    before = next((c for c in previous.get("conditions") or [] if c.get("type") == kind), None)
     if before is not None and before.get("status") == status and before.get("lastTransitionTime"):
         transition = str(before["lastTransitionTime"])
     else:
         transition = format_time(now)
     return {
-        "type": "Cached",
+        "type": kind,
         "status": status,
         "reason": reason,
         "message": message,
         "lastTransitionTime": transition,
         "observedGeneration": generation,
     }
+
+
+def agent_reachable_condition(
+    *,
+    targets: Sequence[ResolvedTarget],
+    previous: Mapping[str, Any],
+    generation: int,
+    now: datetime,
+) -> dict[str, Any]:
+    """``AgentReachable``: False when any target's agent did not answer, True when all asked
+    did, Unknown when none was asked (no Ready pod yet)."""
+    down = [t for t in targets if t.state.reachable is False]
+    if down:
+        status, reason = "False", "AgentUnreachable"
+        message = "; ".join(f"{t.name}: {t.state.unreachable}" for t in down[:3])
+    elif any(t.state.reachable for t in targets):
+        status, reason, message = "True", "AgentAnswered", "every target's agent answered"
+    else:
+        status, reason, message = "Unknown", "NoReadyTarget", "no Ready target pod to ask"
+    return _condition(
+        phase="Pending",
+        reason=reason,
+        message=message,
+        previous=previous,
+        generation=generation,
+        now=now,
+        kind="AgentReachable",
+        status=status,
+    )
 
 
 def _target_identity(target: ResolvedTarget) -> dict[str, Any]:
@@ -312,7 +350,10 @@ def build_status(
             previous=previous,
             generation=generation,
             now=now,
-        )
+        ),
+        agent_reachable_condition(
+            targets=targets, previous=previous, generation=generation, now=now
+        ),
     ]
     status["observedGeneration"] = generation
     reported = {
@@ -377,7 +418,10 @@ def _selector_status(
                 previous=previous,
                 generation=generation,
                 now=now,
-            )
+            ),
+            agent_reachable_condition(
+                targets=targets, previous=previous, generation=generation, now=now
+            ),
         ],
         "observedGeneration": generation,
     }
@@ -393,8 +437,35 @@ def _selector_status(
     return status
 
 
+def _condition_status(status: Mapping[str, Any], kind: str) -> str | None:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == kind:
+            return str(condition.get("status"))
+    return None
+
+
+def _condition_message(status: Mapping[str, Any], kind: str) -> str:
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == kind:
+            return str(condition.get("message") or "")
+    return ""
+
+
 def status_events(*, previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[Event]:
-    """Events for a change of phase (or of the reason a request is Pending or Failed)."""
+    """Events for a change of phase (or of the reason a request is Pending or Failed), and a
+    Warning when an agent stops answering while the phase stands (e.g. a Cached request)."""
+    events = _phase_events(previous=previous, current=current)
+    lost = (
+        _condition_status(current, "AgentReachable") == "False"
+        and _condition_status(previous, "AgentReachable") != "False"
+    )
+    if lost and not any(e.reason == "AgentUnreachable" for e in events):
+        message = _condition_message(current, "AgentReachable")
+        events.append(Event(type="Warning", reason="AgentUnreachable", message=message))
+    return events
+
+
+def _phase_events(*, previous: Mapping[str, Any], current: Mapping[str, Any]) -> list[Event]:
     phase = current.get("phase")
     reason = str(current.get("reason") or "")
     changed = previous.get("phase") != phase or (

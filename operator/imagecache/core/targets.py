@@ -26,6 +26,7 @@ class PodInfo:
     node_name: str | None = None
     phase: str | None = None
     deleting: bool = False
+    ready: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
 
@@ -53,16 +54,26 @@ def pod_info(body: Mapping[str, Any]) -> PodInfo:
         node_name=spec.get("nodeName") or None,
         phase=status.get("phase") or None,
         deleting=bool(metadata.get("deletionTimestamp")),
+        ready=_condition_true(status, "Ready"),
         labels=dict(metadata.get("labels") or {}),
         annotations=dict(metadata.get("annotations") or {}),
     )
 
 
+def _condition_true(status: Mapping[str, Any], kind: str) -> bool:
+    conditions = status.get("conditions") or []
+    return any(c.get("type") == kind and c.get("status") == "True" for c in conditions)
+
+
 def pod_readiness(*, pod: PodInfo | None) -> Readiness:
-    """``Ready`` for a Running pod with an IP that is not being deleted."""
+    """``Ready`` for a Running pod with an IP, condition ``Ready=True``, not being deleted.
+
+    A pod whose containers are not ready yet (the agent still starting) is not a target: asking
+    it would only fail and warn at every pod start.
+    """
     if pod is None:
         return "PodNotFound"
-    if pod.phase != "Running" or not pod.ip or pod.deleting:
+    if pod.phase != "Running" or not pod.ip or pod.deleting or not pod.ready:
         return "PodNotReady"
     return "Ready"
 
