@@ -60,6 +60,8 @@ class WriteRecord:
     code: int
     body: Any
     """The decoded JSON body sent (None if not JSON)."""
+    at: float = field(default_factory=time.monotonic)
+    """When it was answered (``time.monotonic()``, the same clock as the test's)."""
 
 
 @dataclass
