@@ -104,6 +104,9 @@ async def run_operator(
                     name=settings.lease_name,
                     namespace=settings.lease_namespace,
                     identity=lease_identity(),
+                    lease_duration=settings.lease_duration,
+                    renew_deadline=settings.lease_renew_deadline,
+                    retry_period=settings.lease_retry_period,
                 ),
             )
             if settings.leader_election

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -101,6 +101,20 @@ class OperatorSettings(BaseSettings):
         description="Namespace of the Lease: POD_NAMESPACE, else the service account's, "
         "else default.",
     )
+    lease_duration: float = Field(
+        default=15.0,
+        gt=0,
+        description="A standby takes over this long after the Lease last changed (whole "
+        "seconds in the Lease, rounded up).",
+    )
+    lease_renew_deadline: float = Field(
+        default=10.0,
+        gt=0,
+        description="The leader stops reconciling when it could not renew for this long.",
+    )
+    lease_retry_period: float = Field(
+        default=2.0, gt=0, description="Time between two tries to acquire or renew the Lease."
+    )
     log_level: str = Field(default="INFO", description="Python logging level.")
 
     @field_validator("namespaces", mode="before")
@@ -109,6 +123,14 @@ class OperatorSettings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _lease_timings_in_order(self) -> OperatorSettings:
+        if not self.lease_retry_period < self.lease_renew_deadline < self.lease_duration:
+            raise ValueError(
+                "lease timings need lease_retry_period < lease_renew_deadline < lease_duration"
+            )
+        return self
 
 
 def _note(name: str, info: FieldInfo) -> str:
