@@ -29,10 +29,15 @@ class GeneratedImage:
         return hashlib.md5(self.content(), usedforsecurity=False).hexdigest()
 
 
+# One image per test, so no test depends on what another cached or removed.
 IMAGES = {
     "single": GeneratedImage("e2e-single-0001", 1024 * 1024, 1),
     "selector": GeneratedImage("e2e-selector-0002", 2 * 1024 * 1024, 2),
     "evict": GeneratedImage("e2e-evict-0003", 512 * 1024, 3),
+    "replace": GeneratedImage("e2e-replace-0004", 768 * 1024, 4),
+    "failover": GeneratedImage("e2e-failover-0005", 640 * 1024, 5),
+    "policy": GeneratedImage("e2e-policy-0006", 256 * 1024, 6),
+    "uninstall": GeneratedImage("e2e-uninstall-0007", 128 * 1024, 7),
 }
 
 GENERATE = (
