@@ -32,15 +32,30 @@ async def test_apply_get_describe_wait(kube: Emulator, tmp_path: Path) -> None:
     again = await run_kubectl(kube.kubeconfig, "apply", "-f", str(manifest))
     assert "unchanged" in again.stdout, again.stderr
 
-    status = {"phase": "Caching", "target": {"pod": "glance-api-0"}, "progress": {"percent": 42}}
+    status = {
+        "phase": "Caching",
+        "reason": "Downloading",
+        "target": {"pod": "glance-api-0"},
+        "progress": {"percent": 42},
+    }
     obj = await kube.client.patch(
         ICR, "demo", {"status": status}, namespace="default", subresource="status"
     )
     got = await run_kubectl(kube.kubeconfig, "get", "icr")
     assert got.returncode == 0, got.stderr
     header, row = got.stdout.splitlines()[:2]
-    assert header.split() == ["NAME", "IMAGE", "POD", "PHASE", "PROGRESS", "CACHED", "TOTAL", "AGE"]
-    assert row.split()[:5] == ["demo", "img-1", "glance-api-0", "Caching", "42"]
+    assert header.split() == [
+        "NAME",
+        "IMAGE",
+        "POD",
+        "PHASE",
+        "REASON",
+        "PROGRESS",
+        "CACHED",
+        "TOTAL",
+        "AGE",
+    ]
+    assert row.split()[:6] == ["demo", "img-1", "glance-api-0", "Caching", "Downloading", "42"]
 
     event = {
         "metadata": {"name": "demo.1"},
