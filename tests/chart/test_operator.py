@@ -332,11 +332,11 @@ def test_operator_env_is_accepted_by_operator_settings(
 def test_whole_numbers_from_a_values_file_keep_no_exponent(
     render: Callable[..., Rendering], tmp_path: Path
 ) -> None:
-    """YAML numbers reach templates as floats; 1e+07 would be refused by the settings parser."""
+    """YAML numbers reach templates as floats; an integer setting would refuse "1e+07"."""
     values = tmp_path / "values.yaml"
     values.write_text(
-        "operator:\n  settings:\n    recheckInterval: 10000000\n    pollInterval: 0.5\n"
+        "operator:\n  settings:\n    maxConcurrency: 10000000\n    pollInterval: 0.5\n"
     )
     env = env_of(operator_container(render(files=[values])))
-    assert env["IMAGECACHE_OPERATOR_RECHECK_INTERVAL"] == "10000000"
+    assert env["IMAGECACHE_OPERATOR_MAX_CONCURRENCY"] == "10000000"
     assert env["IMAGECACHE_OPERATOR_POLL_INTERVAL"] == "0.5"
