@@ -442,6 +442,7 @@ def test_lease_namespace_from_the_pod(monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.param(["--agent-port", "0"], "agent_port", id="port"),
         pytest.param(["--poll-interval", "-1"], "poll_interval", id="poll"),
         pytest.param(["--max-concurrency", "x"], "max_concurrency", id="not-a-number"),
+        pytest.param(["--lease-renew-deadline", "20"], "lease timings", id="lease-timings"),
     ],
 )
 def test_bad_settings_name_the_setting(argv: list[str], name: str) -> None:

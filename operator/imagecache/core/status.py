@@ -28,7 +28,7 @@ from imagecache.core.wire import ImageReport, image_report
 
 EventType = Literal["Normal", "Warning"]
 
-_WARNING_REASONS = frozenset({"PodNotFound", "PodNotReady", "AgentUnreachable", "Unauthorized"})
+_WARNING_REASONS = frozenset({"PodNotFound", "AgentUnreachable", "Unauthorized"})
 
 
 @dataclass(frozen=True)
