@@ -81,6 +81,9 @@ def test_deployment_runs_the_operator_with_settings(defaults: Rendering) -> None
         "IMAGECACHE_OPERATOR_LEADER_ELECTION": "true",
         "IMAGECACHE_OPERATOR_LEASE_NAME": OPERATOR,
         "IMAGECACHE_OPERATOR_LEASE_NAMESPACE": NAMESPACE,
+        "IMAGECACHE_OPERATOR_LEASE_DURATION": "15",
+        "IMAGECACHE_OPERATOR_LEASE_RENEW_DEADLINE": "10",
+        "IMAGECACHE_OPERATOR_LEASE_RETRY_PERIOD": "2",
         "IMAGECACHE_OPERATOR_LOG_LEVEL": "INFO",
     }
     downward = {e["name"]: e["valueFrom"] for e in container["env"] if "valueFrom" in e}
@@ -112,6 +115,9 @@ def test_every_setting_is_rendered_from_the_one_map(render: Callable[..., Render
         "statusInterval": 0,
         "leaderElection": True,
         "leaseName": "",
+        "leaseDuration": 30,
+        "leaseRenewDeadline": 20.5,
+        "leaseRetryPeriod": 4,
         "logLevel": "DEBUG",
     }
     env = env_of(operator_container(render({"operator.settings": settings})))
@@ -129,6 +135,9 @@ def test_every_setting_is_rendered_from_the_one_map(render: Callable[..., Render
         "IMAGECACHE_OPERATOR_STATUS_INTERVAL": "0",
         "IMAGECACHE_OPERATOR_LEADER_ELECTION": "true",
         "IMAGECACHE_OPERATOR_LEASE_NAME": OPERATOR,  # empty: the chart's default
+        "IMAGECACHE_OPERATOR_LEASE_DURATION": "30",
+        "IMAGECACHE_OPERATOR_LEASE_RENEW_DEADLINE": "20.5",
+        "IMAGECACHE_OPERATOR_LEASE_RETRY_PERIOD": "4",
         "IMAGECACHE_OPERATOR_LOG_LEVEL": "DEBUG",
     }
     assert {k: v for k, v in env.items() if k in expected} == expected

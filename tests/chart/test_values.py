@@ -173,6 +173,16 @@ def test_schema_refuses_bad_values(helm: str, values: dict[str, Any], expected: 
             id="replicas-without-election",
         ),
         pytest.param(
+            {"operator.settings.leaseRenewDeadline": 20},
+            "needs leaseRetryPeriod < leaseRenewDeadline < leaseDuration",
+            id="renew-deadline-past-lease-duration",
+        ),
+        pytest.param(
+            {"operator.settings.leaseRetryPeriod": 10},
+            "needs leaseRetryPeriod < leaseRenewDeadline < leaseDuration",
+            id="retry-period-past-renew-deadline",
+        ),
+        pytest.param(
             {"agent.enabled": True, "agent.upstream.url": "http://up/", "agent.auth": "keystone"},
             "agent.auth=keystone needs agent.openstack.cloud",
             id="keystone-without-cloud",

@@ -144,6 +144,11 @@ seccompProfile:
 {{- if and (gt (int .Values.operator.replicas) 1) (not .Values.operator.settings.leaderElection) -}}
 {{- fail "operator.replicas > 1 needs operator.settings.leaderElection=true (only one operator may be active)" -}}
 {{- end -}}
+{{- with .Values.operator.settings -}}
+{{- if not (and (lt (float64 .leaseRetryPeriod) (float64 .leaseRenewDeadline)) (lt (float64 .leaseRenewDeadline) (float64 .leaseDuration))) -}}
+{{- fail "operator.settings needs leaseRetryPeriod < leaseRenewDeadline < leaseDuration" -}}
+{{- end -}}
+{{- end -}}
 {{- if .Values.agent.enabled -}}
 {{- if not .Values.agent.upstream.url -}}
 {{- fail "agent.upstream.url is required when agent.enabled=true (file:///dir, http(s)://base/ or glance+http(s)://host:port)" -}}
