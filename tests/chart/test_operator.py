@@ -296,6 +296,36 @@ def test_two_replicas_keep_one_through_a_drain(defaults: Rendering) -> None:
     assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
 
 
+def test_replicas_spread_over_nodes_unless_affinity_is_given(
+    render: Callable[..., Rendering], defaults: Rendering
+) -> None:
+    pod = defaults.one("Deployment", OPERATOR)["spec"]["template"]
+    (term,) = pod["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    selector = term["podAffinityTerm"]["labelSelector"]["matchLabels"]
+    assert selector.items() <= pod["metadata"]["labels"].items()
+    assert selector["app.kubernetes.io/component"] == "operator"
+    given = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {"key": "node-role", "operator": "In", "values": ["infra"]}
+                        ]
+                    }
+                ]
+            }
+        }
+    }
+    custom = render({"operator.affinity": given}).one("Deployment", OPERATOR)
+    assert custom["spec"]["template"]["spec"]["affinity"] == given
+    single = render(VALUE_SETS["single-operator"]).one("Deployment", OPERATOR)
+    assert "affinity" not in single["spec"]["template"]["spec"]
+
+
 def test_single_operator_without_election(render: Callable[..., Rendering]) -> None:
     rendering = render(VALUE_SETS["single-operator"])
     deployment = rendering.one("Deployment", OPERATOR)
