@@ -205,6 +205,7 @@ class World:
     async def tick(self, advance: float = 1.0) -> None:
         self.clock.now += advance
         await self.loop.tick()
+        await self.loop.flush()
 
 
 class _Index:

@@ -3,8 +3,10 @@
 Each tick snapshots kopf's two indexes (requests, pods), plans with `core.planning.plan_tick`
 (targets grouped by agent endpoint), asks each planned agent once (``GET /v2/cache``), reconciles
 every request (``PUT`` where needed), and writes through the `KubernetesWrites` port only what
-changed against the object's *live* status (`core.writes.decide_write`). A failed write is
-logged, counted and simply retried by a later tick: nothing about a request ever stops.
+changed against the object's *live* status (`core.writes.decide_write`). Writes run beside the
+ticks (at most 32 at once, one per object), so a slow API server does not slow the polling. A
+failed write is logged, counted and simply retried by a later tick: nothing about a request
+ever stops.
 
 The indexes are handed over by kopf's handlers (`attach`); the loop does nothing until kopf has
 populated them (`indexed`), so it never mistakes a not-yet-listed pod for a missing one.
@@ -75,6 +77,7 @@ class ReconcileLoop:
         self._pods: Mapping[Any, Any] | None = None
         self._memory: dict[tuple[str, str], WriteMemory] = {}
         self._write_limit = asyncio.Semaphore(WRITE_CONCURRENCY)
+        self._writing: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.indexed = asyncio.Event()
         self.started_at: float | None = None
         self.last_tick_at: float | None = None
@@ -96,15 +99,26 @@ class ReconcileLoop:
     async def run(self, stop: asyncio.Event) -> None:
         """Tick every ``poll_interval`` until `stop` is set; a tick's error never ends the loop."""
         self.started_at = self._monotonic()
-        while not stop.is_set():
-            began = self._monotonic()
-            try:
-                await self.tick()
-            except Exception:
-                logger.exception("reconcile tick failed; the next tick tries again")
-            rest = max(0.0, self._settings.poll_interval - (self._monotonic() - began))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=rest)
+        try:
+            while not stop.is_set():
+                began = self._monotonic()
+                try:
+                    await self.tick()
+                except Exception:
+                    logger.exception("reconcile tick failed; the next tick tries again")
+                rest = max(0.0, self._settings.poll_interval - (self._monotonic() - began))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=rest)
+        finally:
+            writing = list(self._writing.values())
+            for task in writing:
+                task.cancel()
+            await asyncio.gather(*writing, return_exceptions=True)
+
+    async def flush(self) -> None:
+        """Wait for the writes in flight (they run beside the ticks)."""
+        while self._writing:
+            await asyncio.gather(*list(self._writing.values()), return_exceptions=True)
 
     def _snapshot(self) -> tuple[list[RequestView], dict[str, list[PodInfo]]]:
         requests: list[RequestView] = [v for v in _values(self._requests or {})]
@@ -159,7 +173,15 @@ class ReconcileLoop:
         plan = RequestPlan(request=request, targets=plan.targets)
         outcome = await self._reconciler.reconcile(plan, reports)
         self._metrics.set_phase(request.uid, outcome.status.get("phase"))
-        await self._write(plan.request, outcome)
+        if request.key in self._writing:
+            return  # the previous write is in flight: the next tick diffs against its result
+        task = asyncio.create_task(self._write(request, outcome), name=f"write {request.name}")
+        self._writing[request.key] = task
+        task.add_done_callback(lambda done: self._forget_write(request.key, done))
+
+    def _forget_write(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        if self._writing.get(key) is task:
+            del self._writing[key]
 
     async def _write(self, request: RequestView, outcome: Outcome) -> None:
         memory = self._memory.get(request.key)
