@@ -63,8 +63,9 @@ def _action(method: str, name: str | None, params: dict[str, str]) -> kmock.acti
 class StrictKubernetes(kmock.RawHandler):
     """A kmock handler whose fallback is the strict store; user reactions still come first.
 
-    Before either, injected `faults` fail matching writes; every write is logged in `writes`
-    with the token that sent it and the code it got.
+    Before either, a request without a bearer token is refused (401, as with anonymous auth
+    off), injected `faults` fail matching writes, and every write is logged in `writes` with
+    the token that sent it and the code it got.
     """
 
     router: Router = attrs.field(factory=lambda: Router(Store(builtin_types())))
@@ -106,6 +107,12 @@ class StrictKubernetes(kmock.RawHandler):
             subresource=path.subresource,
         )
         self._requests.append(request)
+        auth = raw_request.headers.get("Authorization", "")
+        scheme, _, credentials = auth.partition(" ")
+        anonymous = scheme != "Bearer" or not credentials.strip()
+        if anonymous and raw_request.path not in _PUBLIC_PATHS and not _is_kubectl(raw_request):
+            # An API server with anonymous auth off: a client that sends no token learns it here.
+            return aiohttp.web.json_response(_UNAUTHORIZED, status=401)
         verb = WRITE_VERBS.get(raw_request.method) if path.is_resource else None
         if verb is None:
             return await self._serve(request, raw_request)
@@ -116,7 +123,6 @@ class StrictKubernetes(kmock.RawHandler):
             response: aiohttp.web.StreamResponse = aiohttp.web.json_response(status, status=code)
         else:
             response = await self._serve(request, raw_request)
-        auth = raw_request.headers.get("Authorization", "")
         self.writes.append(
             WriteRecord(
                 verb=verb,
@@ -124,7 +130,7 @@ class StrictKubernetes(kmock.RawHandler):
                 namespace=path.namespace,
                 name=path.name,
                 subresource=path.subresource,
-                token=auth.removeprefix("Bearer ").strip(),
+                token=credentials.strip(),
                 user_agent=raw_request.headers.get("User-Agent", ""),
                 code=response.status,
                 body=request.data,
@@ -153,6 +159,25 @@ class StrictKubernetes(kmock.RawHandler):
             return aiohttp.web.json_response(status, status=code)
         finally:
             self.router.connections.pop(request.id, None)
+
+
+_PUBLIC_PATHS = frozenset({"/version", "/healthz", "/readyz", "/livez"})
+"""What an API server serves without credentials (``system:public-info-viewer``)."""
+_UNAUTHORIZED = {
+    "kind": "Status",
+    "apiVersion": "v1",
+    "metadata": {},
+    "status": "Failure",
+    "message": "Unauthorized",
+    "reason": "Unauthorized",
+    "code": 401,
+}
+
+
+def _is_kubectl(raw_request: aiohttp.web.BaseRequest) -> bool:
+    """kubectl (client-go) sends no bearer token over plain http, which is all the emulator
+    speaks; it is let in without one rather than every kubectl test needing TLS."""
+    return raw_request.headers.get("User-Agent", "").startswith("kubectl/")
 
 
 def _json_or_none(body: bytes) -> Any:
@@ -269,6 +294,11 @@ class Emulator:
     def store(self) -> Store:
         """The emulator's state; read it only while nothing writes (it lives in another thread)."""
         return self.mock.store
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """The ``Authorization`` header of the kubeconfig's token, for raw HTTP requests."""
+        return {"Authorization": f"Bearer {self.token}"}
 
     @property
     def env(self) -> dict[str, str]:

@@ -181,7 +181,7 @@ async def test_dropped_watches_are_resumed_by_the_client(kube: Emulator, k8s: Ap
 async def test_abrupt_drop_cuts_the_connection(kube: Emulator) -> None:
     url = f"{kube.url}/apis/coordination.k8s.io/v1/namespaces/{NS}/leases"
     async with (
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(headers=kube.auth_headers) as session,
         session.get(url, params={"watch": "true"}) as response,
     ):
         assert response.status == 200

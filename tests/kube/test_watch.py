@@ -28,7 +28,7 @@ async def collect(
     events: list[tuple[str, str, str]] = []
     url = kube.url + path
     async with (
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(headers=kube.auth_headers) as session,
         session.get(url, params={"watch": "true", **params}) as response,
     ):
         assert response.status == 200
@@ -111,7 +111,7 @@ async def test_selector_watch_sees_objects_enter_and_leave(kube: Emulator) -> No
 
 async def test_timeout_seconds_ends_the_stream(kube: Emulator) -> None:
     async with (
-        aiohttp.ClientSession() as session,
+        aiohttp.ClientSession(headers=kube.auth_headers) as session,
         session.get(kube.url + PATH, params={"watch": "true", "timeoutSeconds": "1"}) as response,
     ):
         body = await asyncio.wait_for(response.read(), DEADLINE)
