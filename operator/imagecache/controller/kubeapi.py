@@ -83,8 +83,8 @@ def api_client_from(info: kopf.ConnectionInfo) -> k8s.ApiClient:
     """A kubernetes_asyncio ApiClient talking to the server kopf logged in to, as kopf does."""
     config = k8s.Configuration(host=info.server)
     if info.token:
-        config.api_key = {"authorization": info.token}
-        config.api_key_prefix = {"authorization": info.scheme or "Bearer"}
+        config.api_key = {"BearerToken": info.token}  # the name kubernetes_asyncio reads
+        config.api_key_prefix = {"BearerToken": info.scheme or "Bearer"}
     if info.username is not None:
         config.username = info.username
         config.password = info.password
