@@ -8,6 +8,7 @@ stale ``resourceVersion``, 409 AlreadyExists); this module adds the Lease's own 
   digits (``...:05Z`` or ``...:05.5Z`` are refused, as a client that writes ``isoformat()`` of a
   whole second finds out); ``leaseDurationSeconds`` and ``leaseTransitions`` must be integers;
   ``holderIdentity`` a string. Stored times are re-written in UTC, as the server does.
+* an Event's ``eventTime`` is a MicroTime as well (`normalize_event`).
 * validation (422 Invalid): ``leaseDurationSeconds`` > 0, ``leaseTransitions`` >= 0
   (``pkg/apis/coordination/validation``).
 """
@@ -31,21 +32,27 @@ _TIMES = ("acquireTime", "renewTime")
 _INTEGERS = ("leaseDurationSeconds", "leaseTransitions")
 
 
-def _undecodable(detail: str) -> BadRequest:
-    return BadRequest(f'Lease in version "v1" cannot be handled as a Lease: {detail}')
+def _undecodable(detail: str, kind: str = "Lease") -> BadRequest:
+    return BadRequest(f'{kind} in version "v1" cannot be handled as a {kind}: {detail}')
 
 
-def _micro_time(value: Any) -> str:
+def _micro_time(value: Any, kind: str = "Lease") -> str:
     """The MicroTime in UTC as the server writes it back, or the 400 it answers."""
     if not isinstance(value, str):
-        raise _undecodable(
-            f"json: cannot unmarshal {type(value).__name__} into Go value of type string"
-        )
+        name = type(value).__name__
+        raise _undecodable(f"json: cannot unmarshal {name} into Go value of type string", kind)
     match = _MICRO_TIME.match(value)
     if match is None:
-        raise _undecodable(f'parsing time "{value}" as "{GO_MICRO_LAYOUT}": cannot parse')
+        raise _undecodable(f'parsing time "{value}" as "{GO_MICRO_LAYOUT}": cannot parse', kind)
     moment = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
     return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def normalize_event(obj: dict[str, Any]) -> dict[str, Any]:
+    """An Event's ``eventTime`` is a MicroTime too (both event APIs store it as is)."""
+    if obj.get("eventTime") is None:
+        return obj
+    return {**obj, "eventTime": _micro_time(obj["eventTime"], "Event")}
 
 
 def normalize_and_validate(obj: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,7 @@ HISTORY_LIMIT = 200_000
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 CRD_KEY: TypeKey = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 NS_KEY: TypeKey = ("", "v1", "namespaces")
+EVENT_KEY: TypeKey = ("", "v1", "events")
 
 
 def now_rfc3339() -> str:
@@ -129,6 +130,8 @@ class Store:
                 raise schemas.refusal(rt.kind, rt.group, name, errors)
         if rt.key == leases.LEASE_KEY:
             obj = leases.normalize_and_validate(obj)
+        if rt.key == EVENT_KEY:
+            obj = leases.normalize_event(obj)
         return obj
 
     def _generate_name(self, rt: ResourceType, meta: Obj) -> str:

@@ -1,4 +1,4 @@
-"""Deletion with and without finalizers.
+"""Deletion with and without finalizers, driven with the official ``kubernetes`` client.
 
 Covers: an object without finalizers is gone at once; with finalizers DELETE sets
 deletionTimestamp and keeps it (a second DELETE changes nothing); no new finalizers once
@@ -8,58 +8,64 @@ deleting; removing the last finalizer by a patch makes it gone; DELETE precondit
 from __future__ import annotations
 
 import pytest
+from kubernetes.client import ApiClient, CustomObjectsApi, V1DeleteOptions, V1Preconditions
+from kubernetes.client.exceptions import ApiException
 
-from tests.kube.client import ICR, ApiError
-from tests.kube.emulator import Emulator
+from tests.kube.official import (
+    GROUP,
+    NS,
+    PLURAL,
+    VERSION,
+    create_icr,
+    delete_icr,
+    get_icr,
+    icr,
+    patch_icr,
+    status_of,
+)
 
-BODY = {"metadata": {"name": "a"}, "spec": {"image": "img", "pod": "p"}}
+
+def test_delete_without_finalizers_is_immediate(k8s: ApiClient) -> None:
+    create_icr(k8s, icr("a"))
+    assert delete_icr(k8s, "a") is not None
+    assert get_icr(k8s, "a") is None
+    assert delete_icr(k8s, "a") is None
 
 
-async def test_delete_without_finalizers_is_immediate(kube: Emulator) -> None:
-    await kube.client.create(ICR, BODY, namespace="default")
-    assert await kube.client.delete(ICR, "a", namespace="default") is not None
-    assert await kube.client.get(ICR, "a", namespace="default") is None
-    assert await kube.client.delete(ICR, "a", namespace="default") is None
-
-
-async def test_finalizers_hold_the_object_until_removed(kube: Emulator) -> None:
-    body = {**BODY, "metadata": {"name": "a", "finalizers": ["imagecache.dev/evict"]}}
-    await kube.client.create(ICR, body, namespace="default")
-    deleting = await kube.client.delete(ICR, "a", namespace="default")
+def test_finalizers_hold_the_object_until_removed(k8s: ApiClient) -> None:
+    body = icr("a")
+    body["metadata"]["finalizers"] = ["imagecache.dev/evict"]
+    create_icr(k8s, body)
+    deleting = delete_icr(k8s, "a")
     assert deleting is not None and deleting["metadata"]["deletionTimestamp"]
-    again = await kube.client.delete(ICR, "a", namespace="default")
+    again = delete_icr(k8s, "a")
     assert (
         again is not None
         and again["metadata"]["resourceVersion"] == deleting["metadata"]["resourceVersion"]
     )
-    stored = await kube.client.get(ICR, "a", namespace="default")
+    stored = get_icr(k8s, "a")
     assert (
         stored is not None
         and stored["metadata"]["deletionTimestamp"] == deleting["metadata"]["deletionTimestamp"]
     )
 
-    with pytest.raises(ApiError) as err:
-        await kube.client.patch(
-            ICR,
-            "a",
-            {"metadata": {"finalizers": ["imagecache.dev/evict", "other"]}},
-            namespace="default",
+    with pytest.raises(ApiException) as err:
+        patch_icr(k8s, "a", {"metadata": {"finalizers": ["imagecache.dev/evict", "other"]}})
+    assert err.value.status == 422
+    assert "no new finalizers can be added" in status_of(err.value)["message"]
+
+    patch_icr(k8s, "a", {"status": {"phase": "Cached"}}, status=True)
+    assert get_icr(k8s, "a") is not None
+    patch_icr(k8s, "a", {"metadata": {"finalizers": None}})
+    assert get_icr(k8s, "a") is None
+
+
+def test_delete_preconditions(k8s: ApiClient) -> None:
+    create_icr(k8s, icr("a"))
+    options = V1DeleteOptions(preconditions=V1Preconditions(uid="not-it"))
+    with pytest.raises(ApiException) as err:
+        CustomObjectsApi(k8s).delete_namespaced_custom_object(
+            GROUP, VERSION, NS, PLURAL, "a", body=options
         )
-    assert err.value.status == 422 and "no new finalizers can be added" in err.value.message
-
-    await kube.client.patch(
-        ICR, "a", {"status": {"phase": "Cached"}}, namespace="default", subresource="status"
-    )
-    assert await kube.client.get(ICR, "a", namespace="default") is not None
-    await kube.client.patch(ICR, "a", {"metadata": {"finalizers": None}}, namespace="default")
-    assert await kube.client.get(ICR, "a", namespace="default") is None
-
-
-async def test_delete_preconditions(kube: Emulator) -> None:
-    await kube.client.create(ICR, BODY, namespace="default")
-    path = "/apis/imagecache.dev/v1alpha1/namespaces/default/imagecacherequests/a"
-    status, body = await kube.client.request(
-        "DELETE", path, body={"preconditions": {"uid": "not-it"}}
-    )
-    assert status == 409 and "Precondition failed" in body["message"]
-    assert await kube.client.get(ICR, "a", namespace="default") is not None
+    assert err.value.status == 409 and "Precondition failed" in status_of(err.value)["message"]
+    assert get_icr(k8s, "a") is not None

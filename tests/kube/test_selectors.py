@@ -1,4 +1,5 @@
-"""Label and field selectors on list (and the same matchers on watch, see test_watch.py).
+"""Label and field selectors on list (and the same matchers on watch, see test_watch.py), driven
+with the official ``kubernetes`` client.
 
 Covers: equality (=, ==, !=), set-based in / notin, exists and !exists, several terms, field
 selectors over metadata and status, and a malformed selector answered with 400.
@@ -7,9 +8,10 @@ selectors over metadata and status, and a malformed selector answered with 400.
 from __future__ import annotations
 
 import pytest
+from kubernetes.client import ApiClient, CoreV1Api
+from kubernetes.client.exceptions import ApiException
 
-from tests.kube.client import ApiError
-from tests.kube.emulator import Emulator
+from tests.kube.official import create_pod
 
 PODS = {
     "a": {"app": "glance", "tier": "api"},
@@ -34,23 +36,24 @@ PODS = {
         pytest.param("", ["a", "b", "c", "d"], id="empty"),
     ],
 )
-async def test_label_selectors(kube: Emulator, selector: str, expected: list[str]) -> None:
+def test_label_selectors(k8s: ApiClient, selector: str, expected: list[str]) -> None:
     for name, labels in PODS.items():
-        await kube.client.create_pod("default", name, ip="127.0.0.9", labels=labels)
-    found = await kube.client.list("pods", namespace="default", label_selector=selector)
-    assert [p["metadata"]["name"] for p in found] == expected
+        create_pod(k8s, name, ip="127.0.0.9", labels=labels)
+    found = CoreV1Api(k8s).list_namespaced_pod("default", label_selector=selector)
+    assert [p.metadata.name for p in found.items] == expected
 
 
-async def test_field_selectors(kube: Emulator) -> None:
-    await kube.client.create_pod("default", "a", ip="127.0.0.2")
-    await kube.client.create_pod("default", "b", ip=None, phase="Pending")
-    running = await kube.client.list("pods", field_selector="status.phase=Running")
-    assert [p["metadata"]["name"] for p in running] == ["a"]
-    named = await kube.client.list("pods", namespace="default", field_selector="metadata.name!=a")
-    assert [p["metadata"]["name"] for p in named] == ["b"]
+def test_field_selectors(k8s: ApiClient) -> None:
+    create_pod(k8s, "a", ip="127.0.0.2")
+    create_pod(k8s, "b", ip=None, phase="Pending")
+    core = CoreV1Api(k8s)
+    running = core.list_pod_for_all_namespaces(field_selector="status.phase=Running")
+    assert [p.metadata.name for p in running.items] == ["a"]
+    named = core.list_namespaced_pod("default", field_selector="metadata.name!=a")
+    assert [p.metadata.name for p in named.items] == ["b"]
 
 
-async def test_malformed_selector_is_400(kube: Emulator) -> None:
-    with pytest.raises(ApiError) as err:
-        await kube.client.list("pods", label_selector="app in glance")
+def test_malformed_selector_is_400(k8s: ApiClient) -> None:
+    with pytest.raises(ApiException) as err:
+        CoreV1Api(k8s).list_pod_for_all_namespaces(label_selector="app in glance")
     assert err.value.status == 400

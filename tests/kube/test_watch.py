@@ -1,4 +1,4 @@
-"""Watch streams, as kopf and kubectl consume them.
+"""Watch streams, as the official ``kubernetes`` client (and kopf, kubectl) consume them.
 
 Covers: a watch from a list's resourceVersion sees every later change exactly once and nothing
 earlier; a watch without one starts with ADDED for current objects; DELETED on deletion;
@@ -9,62 +9,89 @@ leave the selection; timeoutSeconds ends the stream.
 from __future__ import annotations
 
 import asyncio
-import json
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
-import aiohttp
+import kubernetes
+from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 
-from tests.kube.client import ICR
 from tests.kube.emulator import Emulator
+from tests.kube.official import (
+    GROUP,
+    NS,
+    PLURAL,
+    VERSION,
+    create_icr,
+    delete_icr,
+    icr,
+    list_icrs,
+    patch_icr,
+)
 
-PATH = "/apis/imagecache.dev/v1alpha1/namespaces/default/imagecacherequests"
 DEADLINE = 10.0
+Event = tuple[str, str, str]  # type, name, resourceVersion
 
 
-async def collect(
-    kube: Emulator, path: str, params: dict[str, str], count: int
-) -> list[tuple[str, str, str]]:
-    """Read `count` events (type, name, rv) from a watch, within a bounded time."""
-    events: list[tuple[str, str, str]] = []
-    url = kube.url + path
-    async with (
-        aiohttp.ClientSession(headers=kube.auth_headers) as session,
-        session.get(url, params={"watch": "true", **params}) as response,
-    ):
-        assert response.status == 200
+class Collector:
+    """Reads `count` events of one watch in a thread (the official client blocks)."""
 
-        async def read() -> None:
-            async for line in response.content:
-                if line.strip():
-                    event: dict[str, Any] = json.loads(line)
-                    meta = event["object"]["metadata"]
-                    events.append((event["type"], meta["name"], meta["resourceVersion"]))
-                    if len(events) >= count:
-                        return
+    def __init__(self, api: ApiClient, count: int, namespace: str | None = NS, **params: Any):
+        self.events: list[Event] = []
+        self._watch = kubernetes.watch.Watch()
+        objects = CustomObjectsApi(api)
+        if namespace is None:
+            self._args: tuple[Any, ...] = (objects.list_cluster_custom_object, GROUP, VERSION)
+        else:
+            self._args = (objects.list_namespaced_custom_object, GROUP, VERSION, namespace)
+        self._count, self._params = count, params
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
-        await asyncio.wait_for(read(), DEADLINE)
-    return events
+    def _run(self) -> None:
+        for event in self._watch.stream(*self._args, PLURAL, timeout_seconds=30, **self._params):
+            meta = event["object"]["metadata"]
+            self.events.append((event["type"], meta["name"], meta["resourceVersion"]))
+            if len(self.events) >= self._count:
+                self._watch.stop()
+                return
+
+    async def start(self, kube: Emulator) -> Collector:
+        self._thread.start()
+        await wait_for(
+            lambda: kube.open_watches >= 1 or not self._thread.is_alive(), "the watch is open"
+        )
+        return self
+
+    async def result(self) -> list[Event]:
+        await asyncio.to_thread(self._thread.join, DEADLINE)
+        assert not self._thread.is_alive(), f"only {self.events} within {DEADLINE}s"
+        return self.events
 
 
-def spec(name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
-    return {
-        "metadata": {"name": name, "labels": labels or {}},
-        "spec": {"image": "img", "pod": "p"},
-    }
+async def wait_for(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not check():
+        assert time.monotonic() < deadline, f"not within {DEADLINE}s: {what}"
+        await asyncio.sleep(0.02)
 
 
-async def test_watch_from_resource_version_has_no_duplicates(kube: Emulator) -> None:
-    await kube.client.create(ICR, spec("before"), namespace="default")
-    _, listing = await kube.client.request("GET", PATH)
-    since = listing["metadata"]["resourceVersion"]
-    watching = asyncio.create_task(collect(kube, PATH, {"resourceVersion": since}, 4))
-    await kube.client.create(ICR, spec("a"), namespace="default")
-    await kube.client.patch(
-        ICR, "a", {"status": {"phase": "Queued"}}, namespace="default", subresource="status"
-    )
-    await kube.client.patch(ICR, "a", {"spec": {"port": 1}}, namespace="default")
-    await kube.client.delete(ICR, "a", namespace="default")
-    events = await watching
+def list_version(api: ApiClient) -> str:
+    listing = CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, NS, PLURAL)
+    return str(listing["metadata"]["resourceVersion"])
+
+
+async def test_watch_from_resource_version_has_no_duplicates(
+    kube: Emulator, k8s: ApiClient
+) -> None:
+    create_icr(k8s, icr("before"))
+    since = list_version(k8s)
+    watching = await Collector(k8s, 4, resource_version=since).start(kube)
+    create_icr(k8s, icr("a"))
+    patch_icr(k8s, "a", {"status": {"phase": "Queued"}}, status=True)
+    patch_icr(k8s, "a", {"spec": {"port": 1}})
+    delete_icr(k8s, "a")
+    events = await watching.result()
     assert [(t, n) for t, n, _ in events] == [
         ("ADDED", "a"),
         ("MODIFIED", "a"),
@@ -75,44 +102,42 @@ async def test_watch_from_resource_version_has_no_duplicates(kube: Emulator) -> 
     assert versions == sorted(set(versions)) and versions[0] > int(since)
 
 
-async def test_watch_without_version_starts_with_current_objects(kube: Emulator) -> None:
-    await kube.client.create(ICR, spec("x"), namespace="default")
-    await kube.client.create_namespace("other")
-    await kube.client.create(ICR, spec("y"), namespace="other")
-    events = await collect(kube, PATH, {}, 1)
+async def test_watch_without_version_starts_with_current_objects(
+    kube: Emulator, k8s: ApiClient
+) -> None:
+    create_icr(k8s, icr("x"))
+    CoreV1Api(k8s).create_namespace({"metadata": {"name": "other"}})
+    create_icr(k8s, icr("y"), namespace="other")
+    events = await (await Collector(k8s, 1).start(kube)).result()
     assert [(t, n) for t, n, _ in events] == [("ADDED", "x")]
-    everywhere = await collect(kube, "/apis/imagecache.dev/v1alpha1/imagecacherequests", {}, 2)
+    everywhere = await (await Collector(k8s, 2, namespace=None).start(kube)).result()
     assert sorted(n for _, n, _ in everywhere) == ["x", "y"]
+    assert sorted(o["metadata"]["name"] for o in list_icrs(k8s)) == ["x", "y"]
 
 
-async def test_selector_watch_sees_objects_enter_and_leave(kube: Emulator) -> None:
-    await kube.client.create(ICR, spec("a"), namespace="default")
-    _, listing = await kube.client.request("GET", PATH)
-    params = {
-        "resourceVersion": listing["metadata"]["resourceVersion"],
-        "labelSelector": "app=glance",
-    }
-    watching = asyncio.create_task(collect(kube, PATH, params, 3))
-    await kube.client.patch(
-        ICR, "a", {"metadata": {"labels": {"other": "1"}}}, namespace="default"
-    )  # not seen
-    await kube.client.patch(
-        ICR, "a", {"metadata": {"labels": {"app": "glance"}}}, namespace="default"
+async def test_selector_watch_sees_objects_enter_and_leave(kube: Emulator, k8s: ApiClient) -> None:
+    create_icr(k8s, icr("a"))
+    since = list_version(k8s)
+    watching = await Collector(k8s, 3, resource_version=since, label_selector="app=glance").start(
+        kube
     )
-    await kube.client.patch(
-        ICR, "a", {"metadata": {"labels": {"app": "glance", "x": "1"}}}, namespace="default"
-    )
-    await kube.client.patch(
-        ICR, "a", {"metadata": {"labels": {"app": "nova"}}}, namespace="default"
-    )
-    events = await watching
+    patch_icr(k8s, "a", {"metadata": {"labels": {"other": "1"}}})  # not seen
+    patch_icr(k8s, "a", {"metadata": {"labels": {"app": "glance"}}})
+    patch_icr(k8s, "a", {"metadata": {"labels": {"app": "glance", "x": "1"}}})
+    patch_icr(k8s, "a", {"metadata": {"labels": {"app": "nova"}}})
+    events = await watching.result()
     assert [t for t, _, _ in events] == ["ADDED", "MODIFIED", "DELETED"]
 
 
-async def test_timeout_seconds_ends_the_stream(kube: Emulator) -> None:
-    async with (
-        aiohttp.ClientSession(headers=kube.auth_headers) as session,
-        session.get(kube.url + PATH, params={"watch": "true", "timeoutSeconds": "1"}) as response,
-    ):
-        body = await asyncio.wait_for(response.read(), DEADLINE)
-    assert body.strip() == b""
+def test_timeout_seconds_ends_the_stream(k8s: ApiClient) -> None:
+    started = time.monotonic()
+    stream = kubernetes.watch.Watch().stream(
+        CustomObjectsApi(k8s).list_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        NS,
+        PLURAL,
+        timeout_seconds=1,
+    )
+    assert list(stream) == []
+    assert time.monotonic() - started < DEADLINE
