@@ -12,9 +12,10 @@ from typing import Any
 import kopf
 import pytest
 from kopf.testing import KopfRunner
+from kubernetes.client import ApiClient
 
-from tests.kube.client import ICR
 from tests.kube.emulator import Emulator
+from tests.kube.official import create_icr, get_icr, icr
 
 DEADLINE = 30.0
 
@@ -42,15 +43,16 @@ def make_registry(kube: Emulator) -> kopf.OperatorRegistry:
 @pytest.mark.parametrize(
     "scope", [["--namespace", "default"], ["-A"]], ids=["namespaced", "clusterwide"]
 )
-async def test_kopf_sees_objects_and_patches_status(kube: Emulator, scope: list[str]) -> None:
+async def test_kopf_sees_objects_and_patches_status(
+    kube: Emulator, k8s: ApiClient, scope: list[str]
+) -> None:
     registry = make_registry(kube)
     with KopfRunner(["run", "--standalone", *scope], registry=registry, timeout=DEADLINE) as runner:
-        body = {"metadata": {"name": "x"}, "spec": {"image": "img-1", "pod": "p"}}
-        await kube.client.create(ICR, body, namespace="default")
+        create_icr(k8s, icr("x", pod="p"))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + DEADLINE
         while True:
-            obj = await kube.client.get(ICR, "x", namespace="default")
+            obj = get_icr(k8s, "x")
             if obj is not None and obj.get("status", {}).get("phase") == "Queued":
                 break
             assert loop.time() < deadline, f"kopf never set the status: {obj}\n{runner.output}"

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tests.kube.client import ICR
+from kubernetes.client import ApiClient, CoreV1Api
+
 from tests.kube.emulator import Emulator
 from tests.kube.kubectl import require_kubectl, run_kubectl
+from tests.kube.official import patch_icr
 
 MANIFEST = """\
 apiVersion: imagecache.dev/v1alpha1
@@ -22,7 +24,7 @@ spec: {image: img-1, pod: glance-api-0}
 """
 
 
-async def test_apply_get_describe_wait(kube: Emulator, tmp_path: Path) -> None:
+async def test_apply_get_describe_wait(kube: Emulator, k8s: ApiClient, tmp_path: Path) -> None:
     require_kubectl()
     manifest = tmp_path / "icr.yaml"
     manifest.write_text(MANIFEST)
@@ -38,9 +40,7 @@ async def test_apply_get_describe_wait(kube: Emulator, tmp_path: Path) -> None:
         "target": {"pod": "glance-api-0"},
         "progress": {"percent": 42},
     }
-    obj = await kube.client.patch(
-        ICR, "demo", {"status": status}, namespace="default", subresource="status"
-    )
+    obj = patch_icr(k8s, "demo", {"status": status}, status=True)
     got = await run_kubectl(kube.kubeconfig, "get", "icr")
     assert got.returncode == 0, got.stderr
     header, row = got.stdout.splitlines()[:2]
@@ -72,7 +72,7 @@ async def test_apply_get_describe_wait(kube: Emulator, tmp_path: Path) -> None:
         "lastTimestamp": "2025-01-01T00:00:00Z",
         "count": 1,
     }
-    await kube.client.create("events", event, namespace="default")
+    CoreV1Api(k8s).create_namespaced_event("default", event)
     described = await run_kubectl(kube.kubeconfig, "describe", "icr", "demo")
     assert described.returncode == 0, described.stderr
     assert "Image:" in described.stdout and "42% of img-1" in described.stdout
@@ -92,9 +92,7 @@ async def test_apply_get_describe_wait(kube: Emulator, tmp_path: Path) -> None:
     while not any(r.params.get("watch") == "true" and r.name is None for r in kube.requests[-5:]):
         assert loop.time() < deadline, "kubectl wait never started watching"
         await asyncio.sleep(0.05)
-    await kube.client.patch(
-        ICR, "demo", {"status": {"phase": "Cached"}}, namespace="default", subresource="status"
-    )
+    patch_icr(k8s, "demo", {"status": {"phase": "Cached"}}, status=True)
     waited = await waiting
     assert waited.returncode == 0, waited.stderr
     assert "condition met" in waited.stdout
