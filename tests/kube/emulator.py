@@ -117,7 +117,7 @@ class StrictKubernetes(kmock.RawHandler):
         if verb is None:
             return await self._serve(request, raw_request)
         plural = path.plural or ""
-        code = self.faults.take(verb, plural, path.subresource)
+        code = self.faults.take(verb, plural, path.subresource, credentials.strip())
         if code is not None:
             status = fault_status(code, verb=verb, resource=plural, name=path.name)
             response: aiohttp.web.StreamResponse = aiohttp.web.json_response(status, status=code)
@@ -283,7 +283,7 @@ class Emulator:
     @property
     def requests(self) -> list[kmock.Request]:
         """Every request served so far, oldest first (``.method``, ``.url``, ``.params``)."""
-        return list(self.mock._requests)
+        return list(self.mock)
 
     @property
     def writes(self) -> list[WriteRecord]:
@@ -328,18 +328,20 @@ class Emulator:
         verb: str | None = None,
         resource: str | None = None,
         subresource: str | None = ANY,
+        token: str | None = None,
         times: int | None = None,
         seconds: float | None = None,
     ) -> Fault:
         """Fail matching writes with `code` (and the real server's Status body for it).
 
         `verb` is ``create``/``update``/``patch``/``delete``, `resource` a plural, `subresource`
-        e.g. ``"status"`` or None for the main resource (default: any); None matches anything.
+        e.g. ``"status"`` or None for the main resource (default: any), `token` one client's
+        writes only (see `kubeconfig_for`); None matches anything.
         The next `times` matching writes fail, or all of them for `seconds`, or until
         ``.clear()`` (or `clear_faults`) when neither is given.
         """
         until = None if seconds is None else time.monotonic() + seconds
-        fault = Fault(code, verb, resource, subresource, times=times, until=until)
+        fault = Fault(code, verb, resource, subresource, token, times=times, until=until)
         return self.mock.faults.add(fault)
 
     def clear_faults(self) -> None:

@@ -1,6 +1,6 @@
 """Injected write failures and the log of every write, for tests that break the API on purpose.
 
-A `Fault` fails the writes that match it (verb, resource, subresource; each None = any) with an
+A `Fault` fails the writes that match it (verb, resource, subresource, token; None = any) with an
 HTTP code and the Status body the real API server would send for that code: the next `times`
 matching writes, or every matching write for `seconds`, or until cleared. `WriteRecord` is one
 write as the emulator answered it, with who sent it (the bearer token, and the User-Agent), so a
@@ -72,6 +72,8 @@ class Fault:
     verb: str | None = None
     resource: str | None = None
     subresource: str | None = ANY
+    token: str | None = None
+    """Only writes sent with this bearer token (None: anyone's)."""
     times: int | None = None
     """How many more matching writes fail (None: no count limit)."""
     until: float | None = None
@@ -90,9 +92,10 @@ class Fault:
             and (self.until is None or now < self.until)
         )
 
-    def matches(self, verb: str, resource: str, subresource: str | None) -> bool:
+    def matches(self, verb: str, resource: str, subresource: str | None, token: str) -> bool:
         return (
-            (self.verb is None or self.verb == verb)
+            (self.token is None or self.token == token)
+            and (self.verb is None or self.verb == verb)
             and (self.resource is None or self.resource == resource)
             and (self.subresource is ANY or self.subresource == subresource)
         )
@@ -116,13 +119,13 @@ class Faults:
                 fault.cleared = True
             self._faults.clear()
 
-    def take(self, verb: str, resource: str, subresource: str | None) -> int | None:
+    def take(self, verb: str, resource: str, subresource: str | None, token: str) -> int | None:
         """The code to fail this write with (counting it against its fault), or None."""
         now = time.monotonic()
         with self._lock:
             self._faults = [f for f in self._faults if f.active(now)]
             for fault in self._faults:
-                if fault.matches(verb, resource, subresource):
+                if fault.matches(verb, resource, subresource, token):
                     fault.hits += 1
                     if fault.times is not None:
                         fault.times -= 1

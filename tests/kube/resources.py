@@ -7,8 +7,7 @@ A `ResourceType` is what discovery, routing, printing and validation need to kno
 from __future__ import annotations
 
 import functools
-import gzip
-import importlib.resources
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,10 +56,12 @@ class ResourceType:
 
 @functools.cache
 def _bundled() -> kmock.ResourcesArray:
-    # kmock's load_bundled() uses a deprecated importlib API (an error under filterwarnings).
-    data = importlib.resources.files("kmock._internal").joinpath("resources.json.gz").read_bytes()
     bundled = kmock.ResourcesArray()
-    bundled.load_data(gzip.decompress(data))
+    with warnings.catch_warnings():
+        # kmock 0.8 reads its bundle with importlib.resources.read_binary, deprecated since 3.11
+        # (an error under filterwarnings = error).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        bundled.load_bundled()
     return bundled
 
 

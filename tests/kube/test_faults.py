@@ -2,10 +2,10 @@
 
 Covers: a kmock DSL reaction answers first, then the emulator serves as usual; `fail_writes`
 failing the next N matching writes (and only those: verb, resource, subresource) with the real
-server's Status body, failing until cleared, and a time-bounded fault's expiry; the write log
-naming who wrote (each client its own token) and what it was answered; `drop_watches` ending
-open watch streams so a client re-watches from its last resourceVersion and misses nothing,
-or cutting the connections (`abrupt`).
+server's Status body, failing until cleared, one client's writes only, and a time-bounded
+fault's expiry; the write log naming who wrote (each client its own token) and what it was
+answered; `drop_watches` ending open watch streams so a client re-watches from its last
+resourceVersion and misses nothing, or cutting the connections (`abrupt`).
 """
 
 from __future__ import annotations
@@ -130,10 +130,10 @@ def test_fault_lifetime(fault: Fault, now: float, active: bool) -> None:
     assert fault.active(now) is active
 
 
-async def test_write_log_names_each_writer(kube: Emulator) -> None:
+async def test_write_log_names_each_writer_and_faults_can_pick_one(kube: Emulator) -> None:
+    kube.fail_writes(500, verb="create", token="bob", times=1)
     with kube.official_client("alice") as alice, kube.official_client("bob") as bob:
         CoordinationV1Api(alice).create_namespaced_lease(NS, lease("a"))
-        kube.fail_writes(500, verb="create", times=1)
         with pytest.raises(ApiException):
             CoordinationV1Api(bob).create_namespaced_lease(NS, lease("b"))
         CoordinationV1Api(bob).delete_namespaced_lease("a", NS)

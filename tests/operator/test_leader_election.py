@@ -4,7 +4,8 @@ Covers: exactly one process leads (the Lease names it, ``/readyz`` tells leader 
 and only it writes to the API (the emulator's write log, by each process's own token), while
 every request ends Cached; the leader killed with SIGKILL mid-flight: the standby takes the
 Lease over (one transition) and a request created after the kill reaches Cached within 30 s,
-the in-flight one too, with no status going backwards and no event posted twice.
+the in-flight one too, with no status going backwards and no event posted twice; a leader
+whose renewals fail exits non-zero and has written its last before the standby writes its first.
 
 Each process gets its own kubeconfig (token ``operator-a`` / ``operator-b``) and ``POD_NAME``,
 and second-scale lease timings (the settings' ``lease_*`` fields).
@@ -58,6 +59,10 @@ class OperatorProcess:
         }
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
+
+    def configure(self, **settings: float) -> None:
+        """Override settings (before `start`)."""
+        self.env.update({f"IMAGECACHE_OPERATOR_{k.upper()}": str(v) for k, v in settings.items()})
 
     def start(self) -> None:
         with self.log.open("ab") as out:
@@ -278,3 +283,33 @@ async def test_sigkill_the_leader_the_standby_takes_over(
             assert twice == [], (name, reasons)
             assert "Cached" in reasons, (name, reasons)
         print(f"failover: a new request Cached {failover:.1f}s after SIGKILL of the leader")
+
+
+async def test_a_leader_that_cannot_renew_stops_before_the_standby_takes_over(
+    kube: Emulator,
+    upstream: HttpFileServer,
+    agents: AgentPool,
+    pair: dict[str, OperatorProcess],
+) -> None:
+    # Two seconds between giving up (renew deadline + one retry) and the earliest takeover.
+    for proc in pair.values():
+        proc.configure(lease_duration=6.0, lease_renew_deadline=3.0, lease_retry_period=0.5)
+    agent = agents.start(2)
+    image = image_id(320)
+    upstream.add(image, image_bytes("renew-fails", 128 * 1024))
+    with kube.official_client("tester") as api:
+        create_pod(api, "glance-0", agent)
+        leader, standby = await elect(pair, api)
+        kube.fail_writes(503, resource="leases", token=leader)  # the leader's renewals fail
+        process = pair[leader].process
+        assert process is not None
+        await wait_until(lambda: process.poll() is not None, "the leader gives up and exits")
+        assert process.returncode != 0, pair[leader].logs()
+        await wait_until(lambda: pair[standby].role() == "leader", "the standby takes over")
+        create_request(api, "after", image, "glance-0")
+        await wait_phase(api, "after", "Cached", within=FAILOVER_BUDGET, seen=[])
+        last_by_old = max(w.at for w in kube.writes if w.token == leader and w.code < 300)
+        first_by_new = min(w.at for w in kube.writes if w.token == standby)
+        assert last_by_old < first_by_new
+        holder = lease_holder(api)
+        assert holder is not None and holder[0].startswith(f"{standby}-") and holder[1] == 1
