@@ -1,4 +1,5 @@
-"""Validation of ImageCacheRequests against the CRD's schema and CEL rules.
+"""Validation of ImageCacheRequests against the CRD's schema and CEL rules, driven with the
+official ``kubernetes`` client.
 
 Covers: refusals (422 Invalid) worded like the real API server's for required, type, pattern,
 enum, min/max, maxLength, the CEL "exactly one of" rule and the CEL immutability rules (only on
@@ -12,9 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
 
-from tests.kube.client import ICR, ApiError
-from tests.kube.emulator import Emulator
+from tests.kube.official import create_icr, get_icr, patch_icr, status_of
 
 PREFIX = 'ImageCacheRequest.imagecache.dev "x" is invalid: '
 
@@ -74,17 +76,17 @@ def body(spec: dict[str, Any]) -> dict[str, Any]:
         ),
     ],
 )
-async def test_invalid_objects_are_refused(
-    kube: Emulator, spec: dict[str, Any], message: str | None
+def test_invalid_objects_are_refused(
+    k8s: ApiClient, spec: dict[str, Any], message: str | None
 ) -> None:
-    with pytest.raises(ApiError) as err:
-        await kube.client.create(ICR, body(spec), namespace="default")
-    assert err.value.status == 422 and err.value.reason == "Invalid"
-    assert err.value.message.startswith(PREFIX)
+    with pytest.raises(ApiException) as err:
+        create_icr(k8s, body(spec))
+    assert err.value.status == 422 and status_of(err.value)["reason"] == "Invalid"
+    assert status_of(err.value)["message"].startswith(PREFIX)
     if message is not None:
-        assert err.value.message == PREFIX + message
-    assert err.value.body["details"]["kind"] == "ImageCacheRequest"
-    assert await kube.client.get(ICR, "x", namespace="default") is None
+        assert status_of(err.value)["message"] == PREFIX + message
+    assert status_of(err.value)["details"]["kind"] == "ImageCacheRequest"
+    assert get_icr(k8s, "x") is None
 
 
 EMPTY_SELECTOR = (
@@ -145,16 +147,14 @@ def expression(key: str, operator: str, values: list[str] | None = None) -> dict
         ),
     ],
 )
-async def test_selectors_that_select_everything_or_too_much_are_refused(
-    kube: Emulator, selector: dict[str, Any], message: str
+def test_selectors_that_select_everything_or_too_much_are_refused(
+    k8s: ApiClient, selector: dict[str, Any], message: str
 ) -> None:
-    with pytest.raises(ApiError) as err:
-        await kube.client.create(
-            ICR, body({"image": "img", "podSelector": selector}), namespace="default"
-        )
-    assert err.value.status == 422 and err.value.reason == "Invalid"
-    assert err.value.message == PREFIX + message
-    assert await kube.client.get(ICR, "x", namespace="default") is None
+    with pytest.raises(ApiException) as err:
+        create_icr(k8s, body({"image": "img", "podSelector": selector}))
+    assert err.value.status == 422 and status_of(err.value)["reason"] == "Invalid"
+    assert status_of(err.value)["message"] == PREFIX + message
+    assert get_icr(k8s, "x") is None
 
 
 @pytest.mark.parametrize(
@@ -177,22 +177,16 @@ async def test_selectors_that_select_everything_or_too_much_are_refused(
         ),
     ],
 )
-async def test_selectors_within_the_bounds_are_accepted(
-    kube: Emulator, selector: dict[str, Any]
-) -> None:
-    created = await kube.client.create(
-        ICR, body({"image": "img", "podSelector": selector}), namespace="default"
-    )
+def test_selectors_within_the_bounds_are_accepted(k8s: ApiClient, selector: dict[str, Any]) -> None:
+    created = create_icr(k8s, body({"image": "img", "podSelector": selector}))
     assert created["spec"]["podSelector"] == selector
 
 
-async def test_several_errors_are_listed(kube: Emulator) -> None:
-    with pytest.raises(ApiError) as err:
-        await kube.client.create(
-            ICR, body({"image": "bad id", "port": 0, "pod": "p"}), namespace="default"
-        )
-    assert err.value.message.startswith(PREFIX + "[")
-    assert len(err.value.body["details"]["causes"]) == 2
+def test_several_errors_are_listed(k8s: ApiClient) -> None:
+    with pytest.raises(ApiException) as err:
+        create_icr(k8s, body({"image": "bad id", "port": 0, "pod": "p"}))
+    assert status_of(err.value)["message"].startswith(PREFIX + "[")
+    assert len(status_of(err.value)["details"]["causes"]) == 2
 
 
 @pytest.mark.parametrize(
@@ -215,35 +209,27 @@ async def test_several_errors_are_listed(kube: Emulator) -> None:
         ),
     ],
 )
-async def test_immutable_fields_on_update(
-    kube: Emulator, patch: dict[str, Any], message: str
-) -> None:
-    await kube.client.create(ICR, body({"image": "img", "pod": "p"}), namespace="default")
-    with pytest.raises(ApiError) as err:
-        await kube.client.patch(ICR, "x", patch, namespace="default")
+def test_immutable_fields_on_update(k8s: ApiClient, patch: dict[str, Any], message: str) -> None:
+    create_icr(k8s, body({"image": "img", "pod": "p"}))
+    with pytest.raises(ApiException) as err:
+        patch_icr(k8s, "x", patch)
     assert err.value.status == 422
-    assert message in err.value.message
-    ok = await kube.client.patch(ICR, "x", {"spec": {"port": 8080}}, namespace="default")
+    assert message in status_of(err.value)["message"]
+    ok = patch_icr(k8s, "x", {"spec": {"port": 8080}})
     assert ok["spec"]["port"] == 8080
 
 
-async def test_defaults_and_pruning(kube: Emulator) -> None:
-    created = await kube.client.create(
-        ICR, body({"image": "img", "pod": "p", "bogus": 1}), namespace="default"
-    )
+def test_defaults_and_pruning(k8s: ApiClient) -> None:
+    created = create_icr(k8s, body({"image": "img", "pod": "p", "bogus": 1}))
     assert created["spec"] == {"image": "img", "pod": "p", "evictOnDelete": False}
     status = {"phase": "Cached", "extra": {"kept": True}, "progress": {"percent": 100, "junk": 1}}
-    obj = await kube.client.patch(
-        ICR, "x", {"status": status}, namespace="default", subresource="status"
-    )
+    obj = patch_icr(k8s, "x", {"status": status}, status=True)
     assert obj["status"]["extra"] == {"kept": True}  # x-kubernetes-preserve-unknown-fields
     assert obj["status"]["progress"] == {"percent": 100}  # not inherited by nested schemas
 
 
-async def test_status_is_validated_too(kube: Emulator) -> None:
-    await kube.client.create(ICR, body({"image": "img", "pod": "p"}), namespace="default")
-    with pytest.raises(ApiError) as err:
-        await kube.client.patch(
-            ICR, "x", {"status": {"phase": "Done"}}, namespace="default", subresource="status"
-        )
-    assert 'status.phase: Unsupported value: "Done"' in err.value.message
+def test_status_is_validated_too(k8s: ApiClient) -> None:
+    create_icr(k8s, body({"image": "img", "pod": "p"}))
+    with pytest.raises(ApiException) as err:
+        patch_icr(k8s, "x", {"status": {"phase": "Done"}}, status=True)
+    assert 'status.phase: Unsupported value: "Done"' in status_of(err.value)["message"]
