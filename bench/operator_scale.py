@@ -395,9 +395,11 @@ async def through_operator(
                 operator_cpu = _cpu_seconds(process.pid)
                 operator_rss = _vm_hwm_mib(process.pid)
         finally:
-            process.send_signal(signal.SIGTERM)
+            process.send_signal(
+                signal.SIGINT if os.environ.get("BENCH_PROFILE") else signal.SIGTERM
+            )
             try:
-                process.wait(timeout=30)
+                process.wait(timeout=120 if os.environ.get("BENCH_PROFILE") else 30)
             except subprocess.TimeoutExpired:
                 process.kill()
             log.close()

@@ -11,6 +11,8 @@
 * the login: in-cluster service account, else ``KUBECONFIG`` (or a test's own login).
 
 Status and events are not written here but by the loop, through the `KubernetesWrites` port.
+Handlers are coroutines: kopf would run plain functions in a thread pool, a thread hop per
+watch event.
 """
 
 from __future__ import annotations
@@ -103,21 +105,21 @@ def build_registry(
         return login_fn(**kwargs)
 
     @kopf.index("", "v1", "pods", id="pods", registry=registry)
-    def pods(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str | None, PodInfo]:
+    async def pods(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str | None, PodInfo]:
         return {namespace: pod_info(body)}
 
     @kopf.index(GROUP, VERSION, PLURAL, id="requests", registry=registry)
-    def requests(
+    async def requests(
         body: kopf.Body, namespace: str | None, name: str | None, **_: Any
     ) -> dict[tuple[str | None, str | None], RequestView]:
         return {(namespace, name): request_view(body)}
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    def indexed(**kwargs: Any) -> None:
+    async def indexed(**kwargs: Any) -> None:
         if not loop.indexed.is_set():
             loop.attach(requests=kwargs["requests"], pods=kwargs["pods"])
 
-    def evicts_on_delete(spec: kopf.Spec, **_: Any) -> bool:
+    def evicts_on_delete(spec: kopf.Spec, **_: Any) -> bool:  # a filter: kopf calls it inline
         return bool(spec.get("evictOnDelete"))
 
     @kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry, when=evicts_on_delete)

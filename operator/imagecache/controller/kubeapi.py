@@ -13,6 +13,7 @@ logs it, counts it and tries again on a later tick.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -107,6 +108,17 @@ def api_client_from(info: kopf.ConnectionInfo) -> k8s.ApiClient:
     return k8s.ApiClient(configuration=config)
 
 
+async def _answer(response: aiohttp.ClientResponse, what: str) -> bytes:
+    """The body of a raw answer (``_preload_content=False``); `WriteFailed` unless 2xx."""
+    try:
+        body = await response.read()
+    finally:
+        response.release()
+    if not 200 <= response.status <= 299:
+        raise WriteFailed(f"{what}: {response.status} {response.reason}", status=response.status)
+    return body
+
+
 class ApiWrites:
     """`KubernetesWrites` over a kubernetes_asyncio ApiClient (the caller owns the client)."""
 
@@ -120,19 +132,23 @@ class ApiWrites:
     ) -> dict[str, Any]:
         try:
             # A merge patch (the client would pick a strategic merge patch, which CRDs refuse).
+            # The answer is read as plain JSON: no model objects to build for each write.
             options: dict[str, Any] = {
                 "_content_type": "application/merge-patch+json",
                 "_request_timeout": self._timeout,
+                "_preload_content": False,
             }
-            written = await self._objects.patch_namespaced_custom_object_status(
+            response = await self._objects.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, PLURAL, name, {"status": patch}, **options
             )
+            answer = await _answer(response, f"status patch of {namespace}/{name}")
+            written = json.loads(answer)
         except ApiException as error:
             raise WriteFailed(
                 f"status patch of {namespace}/{name}: {error.status} {error.reason}",
                 status=error.status,
             ) from error
-        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as error:
             raise WriteFailed(f"status patch of {namespace}/{name}: {error!r}") from error
         return dict(written)
 
@@ -156,10 +172,13 @@ class ApiWrites:
             last_timestamp=now,
             count=1,
         )
+        options: dict[str, Any] = {"_request_timeout": self._timeout, "_preload_content": False}
         try:
-            await self._core.create_namespaced_event(
-                ref.namespace, event, _request_timeout=self._timeout
+            # A raw answer (the client's declared return type assumes preloaded content).
+            response: Any = await self._core.create_namespaced_event(
+                ref.namespace, event, **options
             )
+            await _answer(response, f"event {reason} on {ref.namespace}/{ref.name}")
         except ApiException as error:
             raise WriteFailed(
                 f"event {reason} on {ref.namespace}/{ref.name}: {error.status} {error.reason}",

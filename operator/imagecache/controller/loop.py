@@ -78,6 +78,7 @@ class ReconcileLoop:
         self._memory: dict[tuple[str, str], WriteMemory] = {}
         self._write_limit = asyncio.Semaphore(WRITE_CONCURRENCY)
         self._writing: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._resting: dict[tuple[str, str], tuple[Any, ...]] = {}
         self.indexed = asyncio.Event()
         self.started_at: float | None = None
         self.last_tick_at: float | None = None
@@ -148,6 +149,8 @@ class ReconcileLoop:
         alive = {r.key for r in requests}
         for key in [k for k in self._memory if k not in alive]:
             del self._memory[key]
+        for key in [k for k in self._resting if k not in alive]:
+            del self._resting[key]
         self._metrics.keep_phases({r.uid for r in requests})
         self._done()
 
@@ -170,6 +173,21 @@ class ReconcileLoop:
         if plan.invalid is not None:
             logger.warning("%s/%s: %s", request.namespace, request.name, plan.invalid)
             return
+        if not any(t.due for t in plan.targets):
+            # Nothing to ask: skip the request while neither it nor its targets changed.
+            memory = self._memory.get(request.key)
+            signature = (
+                request.uid,
+                request.resource_version,
+                memory.written_at if memory is not None else None,
+                tuple((t.name, t.endpoint, t.pod, t.waiting) for t in plan.targets),
+            )
+            if self._resting.get(request.key) == signature:
+                self._reconciler.keep(plan)
+                return
+            self._resting[request.key] = signature
+        else:
+            self._resting.pop(request.key, None)
         plan = RequestPlan(request=request, targets=plan.targets)
         outcome = await self._reconciler.reconcile(plan, reports)
         self._metrics.set_phase(request.uid, outcome.status.get("phase"))

@@ -154,6 +154,14 @@ class Reconciler:
         for key in [k for k, m in self._targets.items() if m.seen_tick != self._tick]:
             del self._targets[key]
 
+    def keep(self, plan: RequestPlan) -> None:
+        """A request skipped this tick: keep its targets' schedules (see `end_tick`)."""
+        for target in plan.targets:
+            if target.pod is not None and target.endpoint is not None:
+                memo = self._targets.get(target_key(plan.request, target.pod))
+                if memo is not None:
+                    memo.seen_tick = self._tick
+
     async def fetch(self, endpoints: Iterable[str]) -> Reports:
         """``GET /v2/cache`` from each endpoint once, concurrently."""
         started = self._monotonic()
