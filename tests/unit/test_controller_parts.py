@@ -449,3 +449,15 @@ def test_lease_namespace_from_the_pod(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_settings_name_the_setting(argv: list[str], name: str) -> None:
     with pytest.raises(SettingsError, match=name):
         parse_settings(argv)
+
+
+async def test_the_loop_is_stuck_when_no_tick_completes_in_time() -> None:
+    world = World(poll_interval=1, request_timeout=2)
+    assert not world.loop.stuck()  # not started yet
+    world.loop.started_at = world.clock.now
+    world.clock.now += 4.9
+    assert not world.loop.stuck()
+    world.clock.now += 0.2  # 3 x poll_interval + request_timeout = 5 s without a tick
+    assert world.loop.stuck()
+    await world.tick(0)
+    assert not world.loop.stuck()
