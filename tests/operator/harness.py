@@ -4,7 +4,8 @@
 * `AgentPool`: real ``imagecache-agent`` processes on 127.0.0.2, .3, ... (the "pod IPs");
 * `RunningOperator` / `start_operator`: the operator run in-process (`run_operator`) on the
   test's event loop, logged in to the emulator, with short poll/recheck/backoff settings;
-* `wait_for_status`: poll an object until a predicate holds, bounded by a deadline.
+* `wait_for_status`: poll an object until a predicate holds, bounded by a deadline;
+* `events_until`: the same for an object's events (posted right after their status write).
 """
 
 from __future__ import annotations
@@ -232,6 +233,35 @@ async def wait_until(check: Callable[[], Any], *, within: float = 30.0, what: st
             return result
         await asyncio.sleep(0.05)
     raise AssertionError(f"not met within {within}s: {what}")
+
+
+async def events_until(
+    kube: Emulator,
+    name: str,
+    predicate: Callable[[list[dict[str, Any]]], bool],
+    *,
+    within: float = 10.0,
+    namespace: str = "default",
+) -> list[dict[str, Any]]:
+    """The object's events once `predicate(events)` holds (events follow their status write)."""
+    found: list[dict[str, Any]] = []
+
+    async def check() -> bool:
+        found[:] = await kube.client.events_for(namespace, name)
+        return predicate(found)
+
+    await wait_until(check, within=within, what=f"events of {name}")
+    return found
+
+
+def reasons_end_with(reason: str) -> Callable[[list[dict[str, Any]]], bool]:
+    """An events predicate: the last event has this reason."""
+    return lambda events: bool(events) and events[-1].get("reason") == reason
+
+
+def has_event(kind: str, reason: str) -> Callable[[list[dict[str, Any]]], bool]:
+    """An events predicate: some event of this type and reason exists."""
+    return lambda events: any(e["type"] == kind and e["reason"] == reason for e in events)
 
 
 def phase(expected: str, reason: str | None = None) -> Callable[[dict[str, Any]], bool]:

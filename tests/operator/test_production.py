@@ -25,9 +25,11 @@ from tests.operator.harness import (
     ICR,
     AgentPool,
     RunningOperator,
+    events_until,
     image_bytes,
     image_id,
     phase,
+    reasons_end_with,
     request_body,
     start_operator,
     wait_for_status,
@@ -203,7 +205,7 @@ async def test_a_pod_that_is_not_ready_is_not_asked(
         subresource="status",
     )
     await wait_for_status(kube, "req", phase("Cached"))
-    events = await kube.client.events_for("default", "req")
+    events = await events_until(kube, "req", reasons_end_with("Cached"))
     assert not [e for e in events if e["type"] == "Warning"]
 
 

@@ -23,9 +23,12 @@ from tests.operator.harness import (
     agent_get,
     agent_has,
     cached_file,
+    events_until,
+    has_event,
     image_bytes,
     image_id,
     phase,
+    reasons_end_with,
     request_body,
     wait_for_status,
     wait_until,
@@ -68,7 +71,7 @@ async def test_queued_caching_cached_with_progress(
     assert phases.index("Caching") < phases.index("Cached")
     assert await asyncio.to_thread(cached_file, agent, image) == data
 
-    events = await kube.client.events_for("default", "req")
+    events = await events_until(kube, "req", reasons_end_with("Cached"))
     reasons = [e["reason"] for e in events]
     assert "Caching" in reasons and reasons[-1] == "Cached"
 
@@ -120,7 +123,8 @@ async def test_pod_not_found_then_created(
     await kube.client.create_pod("default", "glance-0", ip=agent.host)
     cached = await wait_for_status(kube, "req", phase("Cached"))
     assert cached["target"]["podIP"] == agent.host
-    reasons = [e["reason"] for e in await kube.client.events_for("default", "req")]
+    events = await events_until(kube, "req", reasons_end_with("Cached"))
+    reasons = [e["reason"] for e in events]
     assert "PodNotFound" in reasons and "PodNotReady" in reasons and reasons[-1] == "Cached"
     warnings = [e for e in await kube.client.events_for("default", "req") if e["type"] == "Warning"]
     assert {e["reason"] for e in warnings} >= {"PodNotFound"}
@@ -137,8 +141,7 @@ async def test_unknown_image_fails(
     failed = await wait_for_status(kube, "req", phase("Failed", "ImageNotFound"))
     assert failed["conditions"][0]["status"] == "False"
     assert failed["conditions"][0]["reason"] == "ImageNotFound"
-    events = await kube.client.events_for("default", "req")
-    assert any(e["type"] == "Warning" and e["reason"] == "Failed" for e in events)
+    await events_until(kube, "req", has_event("Warning", "Failed"))
 
 
 async def test_agent_down_then_up(
@@ -173,8 +176,7 @@ async def test_wrong_token_heals_when_the_token_file_is_fixed(
     await kube.client.create_pod("default", "glance-0", ip=agent.host)
     await kube.client.create(ICR, request_body("req", image, pod="glance-0", port=agent.port))
     await wait_for_status(kube, "req", phase("Failed", "Unauthorized"))
-    events = await kube.client.events_for("default", "req")
-    assert any(e["type"] == "Warning" and e["reason"] == "Unauthorized" for e in events)
+    await events_until(kube, "req", has_event("Warning", "Unauthorized"))
     await asyncio.to_thread(token_file.write_text, TOKEN + "\n")
     await wait_for_status(kube, "req", phase("Cached"))
 

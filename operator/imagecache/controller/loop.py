@@ -173,6 +173,10 @@ class ReconcileLoop:
         if plan.invalid is not None:
             logger.warning("%s/%s: %s", request.namespace, request.name, plan.invalid)
             return
+        if request.key in self._writing:
+            # Its previous write is in flight: the next tick diffs against that write's result.
+            self._reconciler.keep(plan)
+            return
         if not any(t.due for t in plan.targets):
             # Nothing to ask: skip the request while neither it nor its targets changed.
             memory = self._memory.get(request.key)
@@ -191,9 +195,21 @@ class ReconcileLoop:
         plan = RequestPlan(request=request, targets=plan.targets)
         outcome = await self._reconciler.reconcile(plan, reports)
         self._metrics.set_phase(request.uid, outcome.status.get("phase"))
-        if request.key in self._writing:
-            return  # the previous write is in flight: the next tick diffs against its result
-        task = asyncio.create_task(self._write(request, outcome), name=f"write {request.name}")
+        memory = self._memory.get(request.key)
+        decision = decide_write(
+            live=request.status,
+            new=outcome.status,
+            last_write_at=memory.written_at
+            if memory is not None and memory.uid == request.uid
+            else None,
+            now=self._monotonic(),
+            status_interval=self._settings.status_interval,
+        )
+        if not decision.patch:
+            return
+        task = asyncio.create_task(
+            self._write(request, outcome, decision.patch), name=f"write {request.name}"
+        )
         self._writing[request.key] = task
         task.add_done_callback(lambda done: self._forget_write(request.key, done))
 
@@ -201,24 +217,11 @@ class ReconcileLoop:
         if self._writing.get(key) is task:
             del self._writing[key]
 
-    async def _write(self, request: RequestView, outcome: Outcome) -> None:
-        memory = self._memory.get(request.key)
-        last = memory.written_at if memory is not None and memory.uid == request.uid else None
+    async def _write(self, request: RequestView, outcome: Outcome, patch: dict[str, Any]) -> None:
         now = self._monotonic()
-        decision = decide_write(
-            live=request.status,
-            new=outcome.status,
-            last_write_at=last,
-            now=now,
-            status_interval=self._settings.status_interval,
-        )
-        if not decision.patch:
-            return
         async with self._write_limit:
             try:
-                written = await self._writes.patch_status(
-                    request.namespace, request.name, decision.patch
-                )
+                written = await self._writes.patch_status(request.namespace, request.name, patch)
             except WriteFailed as error:
                 self._metrics.api_writes.labels(kind="status", outcome=_outcome(error)).inc()
                 logger.warning("%s; retried on a later tick", error)
