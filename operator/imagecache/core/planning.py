@@ -120,11 +120,15 @@ def _waiting(name: str, pod: PodInfo | None) -> TargetState:
     )
 
 
-def _resolve(request: RequestView, pods: Sequence[PodInfo]) -> list[tuple[str, PodInfo | None]]:
+def _resolve(
+    request: RequestView, pods: Sequence[PodInfo], by_name: Mapping[str, PodInfo] | None
+) -> list[tuple[str, PodInfo | None]]:
     if request.selector_form:
         chosen = select_targets(pods=pods, selector=request.spec["podSelector"])
         return [(pod.name, pod) for pod in chosen]
     name = str(request.spec.get("pod") or "")
+    if by_name is not None:
+        return [(name, by_name.get(name))]
     return [(name, next((p for p in pods if p.name == name), None))]
 
 
@@ -136,14 +140,18 @@ def plan_request(
     now: float,
     default_port: int,
     recheck_interval: float,
+    by_name: Mapping[str, PodInfo] | None = None,
 ) -> RequestPlan:
-    """One request's targets, each with its agent endpoint (when Ready) and whether it is due."""
+    """One request's targets, each with its agent endpoint (when Ready) and whether it is due.
+
+    `by_name` is the same pods by name, when the caller has it (it saves a scan per request).
+    """
     if not request.spec.get("image"):
         return RequestPlan(request=request, invalid="spec.image is missing")
     if not request.selector_form and not request.spec.get("pod"):
         return RequestPlan(request=request, invalid="spec has neither pod nor podSelector")
     targets: list[PlannedTarget] = []
-    for name, pod in _resolve(request, pods):
+    for name, pod in _resolve(request, pods, by_name):
         if pod is None or pod_readiness(pod=pod) != "Ready":
             targets.append(PlannedTarget(name=name, pod=pod, waiting=_waiting(name, pod)))
             continue
@@ -172,6 +180,7 @@ def plan_tick(
     """Plan every request not being deleted; the agents to ask are those with a due target."""
     plans: list[RequestPlan] = []
     polls: set[str] = set()
+    by_name = {ns: {pod.name: pod for pod in listed} for ns, listed in pods.items()}
     for request in sorted(requests, key=lambda r: r.key):
         if request.deleting:
             continue
@@ -182,6 +191,7 @@ def plan_tick(
             now=now,
             default_port=default_port,
             recheck_interval=recheck_interval,
+            by_name=by_name.get(request.namespace, {}),
         )
         plans.append(plan)
         polls.update(t.endpoint for t in plan.targets if t.due and t.endpoint is not None)
