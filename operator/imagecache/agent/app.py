@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -13,6 +14,9 @@ from aiohttp import web
 from imagecache.agent.appkeys import CACHE, METRICS, SETTINGS
 from imagecache.agent.auth import TokenFile
 from imagecache.agent.cache import ImageCache
+from imagecache.agent.image_index import make_image_index
+from imagecache.agent.images_api import IMAGE_INDEX
+from imagecache.agent.keystone import Keystone, make_keystone
 from imagecache.agent.metrics import AgentMetrics
 from imagecache.agent.middlewares import auth_middleware, errors_middleware
 from imagecache.agent.settings import AgentSettings
@@ -25,8 +29,10 @@ from imagecache.agent.views import routes
 def create_app(settings: AgentSettings, *, upstream: Upstream | None = None) -> web.Application:
     """The agent's aiohttp application; the cache opens and closes with it (`cleanup_ctx`)."""
     tokens = TokenFile(settings.token_file) if settings.token_file is not None else None
+    keystone = make_keystone(settings.os_cloud, roles=settings.roles, clock=time.time)
+    inbound = keystone if settings.auth == "keystone" else None
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware(tokens)],
+        middlewares=[errors_middleware, auth_middleware(tokens, inbound)],
         handler_args={"max_field_size": 16384, "max_line_size": 16384},
     )
     metrics = AgentMetrics()
@@ -42,10 +48,21 @@ def create_app(settings: AgentSettings, *, upstream: Upstream | None = None) -> 
         ),
         metrics,
     )
+    app[IMAGE_INDEX] = make_image_index(app[CACHE].upstream)
     app.add_routes(routes())
     app.cleanup_ctx.append(_threads)
     app.cleanup_ctx.append(_cache)
+    if keystone is not None:
+        app.cleanup_ctx.append(_closing(keystone))
     return app
+
+
+def _closing(keystone: Keystone) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await keystone.close()
+
+    return context
 
 
 async def _threads(app: web.Application) -> AsyncIterator[None]:

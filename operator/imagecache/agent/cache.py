@@ -225,6 +225,10 @@ class ImageCache:
 
         return self.store.image_path(image_id), record, release
 
+    def pinned(self) -> frozenset[str]:
+        """The images being served right now (never evicted)."""
+        return frozenset(self._pins)
+
     async def read_through(self, image_id: str, *, read: bool = True) -> ImageMeta:
         """A miss: metadata for streaming from upstream; a `read` (GET, not HEAD) also queues
         the image when `cache_on_read`."""

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from imagecache.agent.auth import TokenFile, presented_token
 from imagecache.agent.errors import ApiError
+from imagecache.agent.keystone import Keystone, KeystoneError
 
 log = logging.getLogger("imagecache.agent.http")
 
@@ -70,21 +71,54 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         )
 
 
-def auth_middleware(tokens: TokenFile | None) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Require a valid token on everything but `OPEN_PATHS` (no-op without a token file)."""
+def auth_middleware(
+    tokens: TokenFile | None, keystone: Keystone | None = None
+) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Require a valid token on everything but `OPEN_PATHS`.
+
+    Token-file mode (`keystone` None): a token of the file; no-op without a file. Keystone
+    mode: a token of the file (the operator's) or a Keystone token holding one of the roles:
+    401 when Keystone does not know it (or it expired), 403 when it lacks the roles, 503 when
+    Keystone cannot be asked.
+    """
+
+    def unauthorized(request: web.Request) -> web.Response:
+        return error_response(
+            401,
+            "Unauthorized",
+            "This server could not verify that you are authorized "
+            "to access the document you requested.",
+            {"WWW-Authenticate": 'Bearer realm="imagecache"'},
+            request,
+        )
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if tokens is None or request.path in OPEN_PATHS:
+        if (tokens is None and keystone is None) or request.path in OPEN_PATHS:
             return await handler(request)
-        if not tokens.accepts(presented_token(request)):
+        presented = presented_token(request)
+        if tokens is not None and tokens.accepts(presented):
+            return await handler(request)
+        if keystone is None or not presented:
+            return unauthorized(request)
+        try:
+            outcome = await keystone.check(presented)
+        except KeystoneError as error:
+            log.warning("cannot validate a token: %s", error)
             return error_response(
-                401,
-                "Unauthorized",
-                "This server could not verify that you are authorized "
-                "to access the document you requested.",
-                {"WWW-Authenticate": 'Bearer realm="imagecache"'},
-                request,
+                503,
+                "Service Unavailable",
+                "Keystone cannot validate tokens right now.",
+                request=request,
+            )
+        if outcome == "invalid":
+            return unauthorized(request)
+        if outcome == "forbidden":
+            return error_response(
+                403,
+                "Forbidden",
+                "You are not authorized to complete this action.",
+                request=request,
             )
         return await handler(request)
 

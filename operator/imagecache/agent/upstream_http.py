@@ -7,7 +7,7 @@ import asyncio
 import base64
 import binascii
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -208,6 +208,25 @@ class GlanceUpstream(_HttpBase):
             os_hash_algo=optional_text(doc.get("os_hash_algo")),
             os_hash_value=optional_text(doc.get("os_hash_value")),
         )
+
+    async def get_json(self, path: str, query: Sequence[tuple[str, str]] = ()) -> tuple[int, Any]:
+        """``GET <base><path>?<query>`` with the agent's credentials: (status, JSON or None).
+
+        For the image metadata views (image_index.GlanceImageIndex), which pass Glance's
+        answers on.
+        """
+        try:
+            async with asyncio.timeout(self.stall_timeout):
+                async with self.session.get(
+                    f"{self.base}{path}", params=list(query), headers=self._headers()
+                ) as response:
+                    try:
+                        doc = await response.json(content_type=None)
+                    except ValueError:
+                        doc = None
+                    return response.status, doc
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            raise TransientUpstreamError(f"cannot reach upstream: {error!r}") from error
 
 
 def _md5_header(value: str | None) -> str | None:

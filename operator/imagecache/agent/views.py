@@ -15,13 +15,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from imagecache.agent.appkeys import CACHE, METRICS
 from imagecache.agent.cache import ClearTarget
+from imagecache.agent.cache_admin import cache_admin_routes
 from imagecache.agent.errors import BadRequest, NotFound, UpstreamUnavailable
+from imagecache.agent.images_api import image_routes
 from imagecache.agent.middlewares import is_glance_client
 from imagecache.agent.upstreams import TransientUpstreamError, UpstreamError
 from imagecache.core.ids import is_valid_image_id
 
 CLEAR_HEADER = "x-image-cache-clear-target"
-LATEST_MINOR = 16
+LATEST_MINOR = 18  # Glance 33 (2026.2): v2.18 adds cache prune, clean and nodes
 
 
 def _versions(request: web.Request) -> dict[str, Any]:
@@ -189,10 +191,12 @@ def routes() -> list[web.RouteDef]:
         *schema_routes(),
         web.get("/v2/cache", list_cache, allow_head=False),
         web.delete("/v2/cache", clear_cache),
+        *cache_admin_routes(),
         web.get("/v2/cache/{image_id}", image_report, allow_head=False),
         web.put("/v2/cache/{image_id}", queue_image),
         web.delete("/v2/cache/{image_id}", delete_image),
         web.get("/v2/images/{image_id}/file", image_file),
+        *image_routes(),
         web.get("/healthz", healthz, allow_head=False),
         web.get("/readyz", readyz, allow_head=False),
         web.get("/metrics", metrics, allow_head=False),
