@@ -20,6 +20,7 @@ from imagecache.agent.keystone import Keystone, make_keystone
 from imagecache.agent.metrics import AgentMetrics
 from imagecache.agent.middlewares import auth_middleware, errors_middleware
 from imagecache.agent.settings import AgentSettings
+from imagecache.agent.upstream_auth import KeystoneAuth, StaticToken
 from imagecache.agent.upstream_file import FileUpstream
 from imagecache.agent.upstream_http import GlanceUpstream, HttpUpstream, read_token
 from imagecache.agent.upstreams import Upstream
@@ -45,6 +46,7 @@ def create_app(settings: AgentSettings, *, upstream: Upstream | None = None) -> 
             settings.upstream,
             stall_timeout=settings.stall_timeout,
             token_file=settings.upstream_token_file,
+            keystone=keystone,
         ),
         metrics,
     )
@@ -83,12 +85,33 @@ async def _cache(app: web.Application) -> AsyncIterator[None]:
     await app[CACHE].close()
 
 
-def make_upstream(url: str, *, stall_timeout: float, token_file: Path | None) -> Upstream:
-    """The upstream named by the ``upstream`` setting (already validated)."""
+def make_upstream(
+    url: str,
+    *,
+    stall_timeout: float,
+    token_file: Path | None,
+    keystone: Keystone | None = None,
+) -> Upstream:
+    """The upstream named by the ``upstream`` setting (already validated).
+
+    With a `keystone` (setting ``os_cloud``) a Glance upstream gets the agent's Keystone token,
+    and ``glance://`` its endpoint from the catalog; otherwise the token of `token_file`.
+    """
     parts = urlsplit(url)
     if parts.scheme == "file":
         return FileUpstream(Path(parts.path))
-    if parts.scheme in ("glance+http", "glance+https"):
-        base = url.removeprefix("glance+")
-        return GlanceUpstream(base, stall_timeout=stall_timeout, token=read_token(token_file))
-    return HttpUpstream(url, stall_timeout=stall_timeout, token=read_token(token_file))
+    if parts.scheme in ("glance", "glance+http", "glance+https"):
+        if keystone is None:
+            return GlanceUpstream(
+                url.removeprefix("glance+"),
+                stall_timeout=stall_timeout,
+                auth=StaticToken(read_token(token_file)),
+            )
+        auth = KeystoneAuth(keystone)
+        return GlanceUpstream(
+            "" if parts.scheme == "glance" else url.removeprefix("glance+"),
+            endpoint=auth.endpoint,
+            stall_timeout=stall_timeout,
+            auth=auth,
+        )
+    return HttpUpstream(url, stall_timeout=stall_timeout, auth=StaticToken(read_token(token_file)))

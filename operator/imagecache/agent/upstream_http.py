@@ -1,5 +1,10 @@
 """HTTP upstreams: a plain HTTP(S) server (``GET <base>/X``, ``HEAD`` for metadata) and a Glance
-image API (``/v2/images/{id}`` then ``/v2/images/{id}/file``), both resumable with ``Range``."""
+image API (``/v2/images/{id}`` then ``/v2/images/{id}/file``), both resumable with ``Range``.
+
+Every request carries the headers of the upstream's `UpstreamAuth` (upstream_auth.py); a 401 is
+reported to it (a Keystone token is then renewed) and the request is tried once more. A Glance
+upstream's base URL may come from the service catalog (``glance://``), asked on first use.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,14 @@ import asyncio
 import base64
 import binascii
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from imagecache.agent.upstream_auth import NoAuth, UpstreamAuth
 from imagecache.agent.upstreams import (
     CHUNK_SIZE,
     FLUSH_AFTER,
@@ -34,12 +40,12 @@ class _HttpBase:
         base: str,
         *,
         stall_timeout: float,
-        token: Callable[[], str | None] = lambda: None,
+        auth: UpstreamAuth | None = None,
         chunk_size: int = CHUNK_SIZE,
     ) -> None:
         self.base = base.rstrip("/")
         self.stall_timeout = stall_timeout
-        self.token = token
+        self.auth: UpstreamAuth = auth or NoAuth()
         self.chunk_size = chunk_size
         self._session: aiohttp.ClientSession | None = None
 
@@ -59,24 +65,42 @@ class _HttpBase:
             await self._session.close()
             self._session = None
 
-    def _headers(self) -> dict[str, str]:
-        token = self.token()
-        return {"X-Auth-Token": token} if token else {}
+    async def base_url(self) -> str:
+        return self.base
 
-    def _bytes_url(self, image_id: str) -> str:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        params: Sequence[tuple[str, str]] = (),
+    ) -> aiohttp.ClientResponse:
+        """One authenticated request (again once after a 401); the caller releases it."""
+        url = f"{await self.base_url()}{path}"
+        for attempt in (1, 2):
+            sent = {**(headers or {}), **await self.auth.headers()}
+            try:
+                async with asyncio.timeout(self.stall_timeout):
+                    response = await self.session.request(
+                        method, url, headers=sent, params=list(params)
+                    )
+            except (aiohttp.ClientError, OSError, TimeoutError) as error:
+                raise TransientUpstreamError(f"cannot reach upstream: {error!r}") from error
+            if response.status != 401 or attempt == 2:
+                return response
+            response.release()
+            await self.auth.refused()
+        raise AssertionError("unreachable")
+
+    def _bytes_path(self, image_id: str) -> str:
         raise NotImplementedError
 
     @asynccontextmanager
     async def open(self, image_id: str, offset: int) -> AsyncIterator[ByteStream]:
-        url = self._bytes_url(image_id)
-        headers = self._headers()
-        if offset > 0:
-            headers["Range"] = f"bytes={offset}-"
-        try:
-            async with asyncio.timeout(self.stall_timeout):
-                response = await self.session.get(url, headers=headers)
-        except (aiohttp.ClientError, OSError, TimeoutError) as error:
-            raise TransientUpstreamError(f"cannot reach upstream: {error!r}") from error
+        path = self._bytes_path(image_id)
+        headers = {"Range": f"bytes={offset}-"} if offset > 0 else {}
+        response = await self._request("GET", path, headers=headers)
         try:
             if response.status == 416 and offset > 0:
                 response.release()
@@ -155,49 +179,60 @@ def _raise_for_status(status: int, image_id: str) -> None:
 class HttpUpstream(_HttpBase):
     """Image ``X`` is ``GET <base>/X``; ``HEAD`` gives its size (and ``Content-MD5`` if sent)."""
 
-    def _bytes_url(self, image_id: str) -> str:
+    def _bytes_path(self, image_id: str) -> str:
         if not is_valid_image_id(image_id):
             raise ImageNotFound(image_id)
-        return f"{self.base}/{image_id}"
+        return f"/{image_id}"
 
     async def metadata(self, image_id: str) -> ImageMeta:
-        url = self._bytes_url(image_id)
+        response = await self._request("HEAD", self._bytes_path(image_id))
         try:
-            async with asyncio.timeout(self.stall_timeout):
-                async with self.session.head(url, headers=self._headers()) as response:
-                    _raise_for_status(response.status, image_id)
-                    length = response.headers.get("Content-Length")
-                    return ImageMeta(
-                        size=int(length) if length and length.isdigit() else None,
-                        checksum=_md5_header(response.headers.get("Content-MD5")),
-                    )
-        except (aiohttp.ClientError, OSError, TimeoutError) as error:
-            raise TransientUpstreamError(f"cannot reach upstream: {error!r}") from error
+            _raise_for_status(response.status, image_id)
+            length = response.headers.get("Content-Length")
+            return ImageMeta(
+                size=int(length) if length and length.isdigit() else None,
+                checksum=_md5_header(response.headers.get("Content-MD5")),
+            )
+        finally:
+            response.release()
 
 
 class GlanceUpstream(_HttpBase):
-    """A Glance image API: ``GET /v2/images/{id}`` then ``GET /v2/images/{id}/file``."""
+    """A Glance image API: ``GET /v2/images/{id}`` then ``GET /v2/images/{id}/file``.
+
+    `endpoint`, when given, finds the base URL (the service catalog's image endpoint) on
+    first use instead of `base`.
+    """
+
+    def __init__(
+        self,
+        base: str,
+        *,
+        endpoint: Callable[[], Awaitable[str]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(base, **kwargs)
+        self.endpoint = endpoint
+
+    async def base_url(self) -> str:
+        if self.endpoint is not None and not self.base:
+            self.base = (await self.endpoint()).rstrip("/")
+        return self.base
 
     def _check(self, image_id: str) -> None:
         if not is_uuid(image_id):
             raise ImageNotFound(image_id)
 
-    def _bytes_url(self, image_id: str) -> str:
+    def _bytes_path(self, image_id: str) -> str:
         self._check(image_id)
-        return f"{self.base}/v2/images/{image_id}/file"
+        return f"/v2/images/{image_id}/file"
 
     async def metadata(self, image_id: str) -> ImageMeta:
         self._check(image_id)
-        url = f"{self.base}/v2/images/{image_id}"
-        try:
-            async with asyncio.timeout(self.stall_timeout):
-                async with self.session.get(url, headers=self._headers()) as response:
-                    _raise_for_status(response.status, image_id)
-                    doc = await response.json(content_type=None)
-        except (aiohttp.ClientError, OSError, TimeoutError) as error:
-            raise TransientUpstreamError(f"cannot reach upstream: {error!r}") from error
-        except ValueError as error:
-            raise PermanentUpstreamError(f"upstream sent bad JSON: {error}") from error
+        status, doc = await self.get_json(f"/v2/images/{image_id}")
+        _raise_for_status(status, image_id)
+        if doc is None:
+            raise PermanentUpstreamError("upstream sent bad JSON")
         if not isinstance(doc, dict):
             raise PermanentUpstreamError("upstream sent a non-object image")
         size = doc.get("size")
@@ -215,18 +250,17 @@ class GlanceUpstream(_HttpBase):
         For the image metadata views (image_index.GlanceImageIndex), which pass Glance's
         answers on.
         """
+        response = await self._request("GET", path, params=query)
         try:
             async with asyncio.timeout(self.stall_timeout):
-                async with self.session.get(
-                    f"{self.base}{path}", params=list(query), headers=self._headers()
-                ) as response:
-                    try:
-                        doc = await response.json(content_type=None)
-                    except ValueError:
-                        doc = None
-                    return response.status, doc
+                doc = await response.json(content_type=None)
+        except ValueError:
+            doc = None
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
-            raise TransientUpstreamError(f"cannot reach upstream: {error!r}") from error
+            raise TransientUpstreamError(f"upstream answer cut: {error!r}") from error
+        finally:
+            response.release()
+        return response.status, doc
 
 
 def _md5_header(value: str | None) -> str | None:
