@@ -119,10 +119,18 @@ async def nodes_view(request: web.Request) -> web.Response:
     return web.json_response([])
 
 
+async def post_only(request: web.Request) -> web.Response:
+    """Any other method on prune/clean: 405 (Glance does not read them as image ids)."""
+    raise web.HTTPMethodNotAllowed(request.method, ["POST"])
+
+
 def cache_admin_routes() -> list[web.RouteDef]:
-    """Registered before ``/v2/cache/{image_id}``; other methods get 405 as in Glance."""
+    """Registered before ``/v2/cache/{image_id}``: ``PUT /v2/cache/prune`` is a 405 with
+    ``Allow: POST``, as in Glance, not the queueing of an image called "prune"."""
     return [
         web.post("/v2/cache/prune", prune_view),
+        web.route("*", "/v2/cache/prune", post_only),
         web.post("/v2/cache/clean", clean_view),
+        web.route("*", "/v2/cache/clean", post_only),
         web.get("/v2/cache/nodes/{image_id}", nodes_view, allow_head=False),
     ]
