@@ -51,7 +51,7 @@ PROVISION_SCRIPT = Path(__file__).with_name("provision.py")
 
 def image_bytes(name: str, size: int) -> bytes:
     """Deterministic, incompressible-looking bytes for the image called `name`."""
-    blocks = []
+    blocks: list[bytes] = []
     counter = 0
     while 32 * len(blocks) < size:
         blocks.append(hashlib.sha256(f"{name}:{counter}".encode()).digest())

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import openstack  # type: ignore[import-not-found]
+import openstack
 
 
 def connect(request: dict[str, Any]) -> Any:
