@@ -5,12 +5,14 @@ and application-credential clouds) that Keystone itself validates; the image ser
 catalog at the Glance URL; the uploaded test images listed by the CLI and downloaded with
 identical bytes; Glance's own cache API answering an admin token (200) and refusing a
 member-only token (403) and a bogus one (401); the short-token cloud's tokens expiring within
-its configured lifetime.
+its configured lifetime; Glance reporting API v2.18 (so it is Glance 33) and really caching an
+image queued through its cache API.
 """
 
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -23,9 +25,9 @@ from tests.openstack.cloud import OpenStackCloud
 from tests.openstack.conftest import SHORT_TOKEN_EXPIRATION
 
 
-def http_get(url: str, *, headers: dict[str, str]) -> tuple[int, Any]:
-    """GET `url`; the status and the JSON body (or None when the body is not JSON)."""
-    request = urllib.request.Request(url, headers=headers)
+def http_get(url: str, *, headers: dict[str, str], method: str = "GET") -> tuple[int, Any]:
+    """Send `method` to `url`; the status and the JSON body (or None when it is not JSON)."""
+    request = urllib.request.Request(url, headers=headers, method=method)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             status, body = int(response.status), response.read()
@@ -111,3 +113,31 @@ def test_short_token_cloud_issues_short_tokens(
     assert (expires - before).total_seconds() >= SHORT_TOKEN_EXPIRATION - 1
     status, _ = http_get(f"{cloud.glance_url}/v2/images", headers={"X-Auth-Token": answer["id"]})
     assert status == 200
+
+
+def test_glance_is_33_with_api_up_to_v2_18(openstack_cloud: OpenStackCloud) -> None:
+    status, body = http_get(f"{openstack_cloud.glance_url}/versions", headers={})
+    assert status == 200
+    current = [v["id"] for v in body["versions"] if v["status"] == "CURRENT"]
+    assert current == ["v2.18"]
+
+
+def test_glance_caches_a_queued_image(openstack_cloud: OpenStackCloud) -> None:
+    image = openstack_cloud.image("imagecache-test-medium")
+    headers = {"X-Auth-Token": openstack_cloud.issue_token("admin")}
+    cache = f"{openstack_cloud.glance_url}/v2/cache"
+    status, _ = http_get(f"{cache}/{image.id}", headers=headers, method="PUT")
+    assert status == 202
+    deadline = time.monotonic() + 60
+    cached: list[str] = []
+    while time.monotonic() < deadline:
+        _, body = http_get(cache, headers=headers)
+        cached = [entry["image_id"] for entry in body["cached_images"]]
+        if image.id in cached:
+            break
+        time.sleep(0.2)
+    assert image.id in cached, f"Glance did not cache {image.id} within 60 s: {body}"
+    status, _ = http_get(f"{cache}/{image.id}", headers=headers, method="DELETE")
+    assert status == 204
+    _, body = http_get(cache, headers=headers)
+    assert image.id not in [entry["image_id"] for entry in body["cached_images"]]
