@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from imagecache.agent.appkeys import CACHE, METRICS, SETTINGS
-from imagecache.agent.auth import TokenFile
+from imagecache.agent.auth import AcceptedTokens
 from imagecache.agent.cache import ImageCache
 from imagecache.agent.image_index import make_image_index
 from imagecache.agent.images_api import IMAGE_INDEX
@@ -20,16 +20,19 @@ from imagecache.agent.keystone import Keystone, make_keystone
 from imagecache.agent.metrics import AgentMetrics
 from imagecache.agent.middlewares import auth_middleware, errors_middleware
 from imagecache.agent.settings import AgentSettings
+from imagecache.agent.token_file import TokenFile
 from imagecache.agent.upstream_auth import KeystoneAuth, StaticToken
 from imagecache.agent.upstream_file import FileUpstream
-from imagecache.agent.upstream_http import GlanceUpstream, HttpUpstream, read_token
+from imagecache.agent.upstream_http import GlanceUpstream, HttpUpstream
 from imagecache.agent.upstreams import Upstream
 from imagecache.agent.views import routes
 
 
 def create_app(settings: AgentSettings, *, upstream: Upstream | None = None) -> web.Application:
     """The agent's aiohttp application; the cache opens and closes with it (`cleanup_ctx`)."""
-    tokens = TokenFile(settings.token_file) if settings.token_file is not None else None
+    tokens = (
+        AcceptedTokens(TokenFile(settings.token_file)) if settings.token_file is not None else None
+    )
     keystone = make_keystone(settings.os_cloud, roles=settings.roles, clock=time.time)
     inbound = keystone if settings.auth == "keystone" else None
     app = web.Application(
@@ -98,6 +101,7 @@ def make_upstream(
     and ``glance://`` its endpoint from the catalog; otherwise the token of `token_file`.
     """
     parts = urlsplit(url)
+    token = StaticToken(TokenFile(token_file) if token_file is not None else None)
     if parts.scheme == "file":
         return FileUpstream(Path(parts.path))
     if parts.scheme in ("glance", "glance+http", "glance+https"):
@@ -105,7 +109,7 @@ def make_upstream(
             return GlanceUpstream(
                 url.removeprefix("glance+"),
                 stall_timeout=stall_timeout,
-                auth=StaticToken(read_token(token_file)),
+                auth=token,
             )
         auth = KeystoneAuth(keystone)
         return GlanceUpstream(
@@ -114,4 +118,4 @@ def make_upstream(
             stall_timeout=stall_timeout,
             auth=auth,
         )
-    return HttpUpstream(url, stall_timeout=stall_timeout, auth=StaticToken(read_token(token_file)))
+    return HttpUpstream(url, stall_timeout=stall_timeout, auth=token)

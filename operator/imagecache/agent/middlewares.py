@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from imagecache.agent.auth import TokenFile, presented_token
+from imagecache.agent.auth import AcceptedTokens, presented_token
 from imagecache.agent.errors import ApiError
 from imagecache.agent.keystone import Keystone, KeystoneError
 
@@ -72,7 +72,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 def auth_middleware(
-    tokens: TokenFile | None, keystone: Keystone | None = None
+    tokens: AcceptedTokens | None, keystone: Keystone | None = None
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Require a valid token on everything but `OPEN_PATHS`.
 
@@ -97,7 +97,7 @@ def auth_middleware(
         if (tokens is None and keystone is None) or request.path in OPEN_PATHS:
             return await handler(request)
         presented = presented_token(request)
-        if tokens is not None and tokens.accepts(presented):
+        if tokens is not None and await tokens.accepts(presented):
             return await handler(request)
         if keystone is None or not presented:
             return unauthorized(request)

@@ -5,17 +5,17 @@ upstream answered 401, so the next `headers()` may bring a fresh credential (the
 tried once more). `endpoint()` is where the Glance API is, for ``upstream = glance://``.
 
 - `NoAuth`: nothing (file-like HTTP servers).
-- `StaticToken`: ``X-Auth-Token`` from a callable (the ``upstream_token_file`` reader).
+- `StaticToken`: ``X-Auth-Token`` = the first token of ``upstream_token_file`` (token_file.py).
 - `KeystoneAuth`: the agent's own Keystone token from its `keystone.Keystone` session,
   renewed by keystoneauth before it expires; a 401 invalidates it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 from imagecache.agent.keystone import Keystone, KeystoneError
+from imagecache.agent.token_file import TokenFile
 from imagecache.agent.upstreams import TransientUpstreamError
 
 
@@ -34,13 +34,13 @@ class NoAuth:
 
 
 class StaticToken:
-    """A token read by `token` (e.g. the first line of a file); None sends nothing."""
+    """The first token of a token file (re-read when it changes); none sends nothing."""
 
-    def __init__(self, token: Callable[[], str | None]) -> None:
-        self.token = token
+    def __init__(self, source: TokenFile | None) -> None:
+        self.source = source
 
     async def headers(self) -> dict[str, str]:
-        token = self.token()
+        token = await self.source.first() if self.source is not None else None
         return {"X-Auth-Token": token} if token else {}
 
     async def refused(self) -> None:

@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -272,23 +270,3 @@ def _md5_header(value: str | None) -> str | None:
         return base64.b64decode(value, validate=True).hex()
     except (binascii.Error, ValueError):
         return None
-
-
-def read_token(path: Path | None) -> Callable[[], str | None]:
-    """A callable giving the first line of `path` (re-read when the file changes)."""
-    if path is None:
-        return lambda: None
-    cache: dict[str, Any] = {"key": None, "token": None}
-
-    def token() -> str | None:
-        try:
-            stat = os.stat(path)
-        except OSError:
-            return None
-        key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-        if key != cache["key"]:
-            lines = path.read_text().strip().splitlines()
-            cache["key"], cache["token"] = key, (lines[0].strip() if lines else None)
-        return cache["token"]  # type: ignore[no-any-return]
-
-    return token
