@@ -36,6 +36,16 @@ class AgentMetrics:
         self.hits = Counter("imagecache_hits", "Image reads served from the cache.", registry=r)
         self.misses = Counter("imagecache_misses", "Image reads not in the cache.", registry=r)
         self.evictions = Counter("imagecache_evictions", "Images evicted (LRU).", registry=r)
+        self.connections_open = Gauge(
+            "imagecache_connections_open", "Client connections open now.", registry=r
+        )
+        self.connections_refused = Counter(
+            "imagecache_connections_refused",
+            "Client connections closed unserved: limit, evicted (oldest still sending its "
+            "headers), header_timeout, accept_failed (out of file descriptors).",
+            ["reason"],
+            registry=r,
+        )
         self.worker_restarts = Counter(
             "imagecache_worker_restarts", "Worker tasks restarted after a crash.", registry=r
         )

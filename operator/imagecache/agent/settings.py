@@ -103,6 +103,20 @@ class AgentSettings(BaseSettings):
         description="Seconds SIGTERM waits for downloads before abandoning them "
         "(they resume at the next start).",
     )
+    max_connections: int = Field(
+        0,
+        ge=0,
+        description="Client connections served at once; at the limit the oldest connection "
+        "still sending its headers is closed, else a new one is answered 503 (probes keep a "
+        "small reserve). 0: from the fd limit, (RLIMIT_NOFILE - 64 - 4 x workers - 16) / 2, "
+        "at most 4096.",
+    )
+    header_timeout: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds a new connection has to send its complete request head; "
+        "slower clients (slowloris) are disconnected.",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
