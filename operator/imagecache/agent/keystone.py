@@ -179,11 +179,19 @@ class Keystone:
 
     async def image_endpoint(self) -> str:
         """The image service's endpoint from the catalog (the cloud entry's interface/region)."""
-        endpoint = await self._run(functools.partial(self.cloud.get_endpoint_from_catalog, "image"))
+        interface = self.cloud.get_interface("image")
+        region = self.cloud.get_region_name("image")
+        endpoint = await self._run(
+            functools.partial(
+                self.session.get_endpoint,
+                service_type="image",
+                interface=interface,
+                region_name=region,
+            )
+        )
         if not endpoint:
             raise KeystoneError(
-                f"no image endpoint in the catalog (interface "
-                f"{self.cloud.get_interface('image')!r}, region {self.cloud.region_name!r})"
+                f"no image endpoint in the catalog (interface {interface!r}, region {region!r})"
             )
         return strip_version(endpoint)
 
