@@ -57,17 +57,23 @@ class KeystoneAuth:
         try:
             return await self.keystone.auth_headers()
         except KeystoneError as error:
-            raise TransientUpstreamError(f"no token from Keystone: {error}") from error
+            raise TransientUpstreamError(
+                f"no token from Keystone: {error}", reason="auth_unavailable"
+            ) from error
 
     async def refused(self) -> None:
         try:
             await self.keystone.invalidate()
         except KeystoneError as error:
-            raise TransientUpstreamError(f"cannot renew the Keystone token: {error}") from error
+            raise TransientUpstreamError(
+                f"cannot renew the Keystone token: {error}", reason="auth_unavailable"
+            ) from error
 
     async def endpoint(self) -> str:
         """The image endpoint of the service catalog (without a version suffix)."""
         try:
             return await self.keystone.image_endpoint()
         except KeystoneError as error:
-            raise TransientUpstreamError(f"no image endpoint: {error}") from error
+            raise TransientUpstreamError(
+                f"no image endpoint: {error}", reason="auth_unavailable"
+            ) from error
