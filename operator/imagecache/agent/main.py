@@ -2,15 +2,13 @@
 
 SIGTERM/SIGINT are noted from the first line of `main` (`StopRequest`): a signal during
 imports, settings or startup ends the process with status 0 once startup is done, like one
-while serving. That is why this module imports only the standard library at the top and the
-agent itself inside `main`, after the handlers are in place: importing aiohttp and pydantic
+while serving. That is why this module imports next to nothing at the top and the agent itself
+inside `main`, after the handlers are in place: importing aiohttp and pydantic
 takes most of a second, during which the default action of SIGTERM would kill the process.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +22,9 @@ def _bound_malloc() -> None:
     bounds RSS but costs ~20 % of caching throughput in page faults; a single arena keeps heap
     reuse, and its lock is taken once per 4 MiB chunk. bench/README.md has both measurements.
     """
+    import ctypes
+    import ctypes.util
+
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         m_arena_max = -8

@@ -1,16 +1,20 @@
 """SIGTERM and SIGINT as a stop request, noted from the first line of ``main`` to the last.
 
-Standard library only: ``main`` imports this before anything heavy, so a signal that arrives
-while aiohttp and pydantic are still being imported is noted instead of killing the process.
+Only ``signal`` at import time: ``main`` imports this before anything heavy, so a signal that
+arrives while aiohttp and pydantic are still being imported is noted instead of killing the
+process.
 Before the event loop runs a plain ``signal.signal`` handler sets a flag; while it runs,
 asyncio's handlers (``add_signal_handler``) also wake whoever awaits `StopRequest.wait`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # asyncio takes ~50-130 ms to import: only once the handlers are in place
+    import asyncio
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -37,6 +41,8 @@ class StopRequest:
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         """Wake the running loop on a signal (asyncio's handlers replace `install`'s)."""
+        import asyncio
+
         self._event = asyncio.Event()
         if self.requested:
             self._event.set()
