@@ -26,8 +26,8 @@ from typing import Any
 
 import yaml
 
-from tests.openstack.glance import start_glance
-from tests.openstack.keystone import start_keystone
+from tests.openstack.glance_service import GLANCE_PROBE, spawn_glance
+from tests.openstack.keystone_service import start_keystone
 from tests.openstack.processes import UwsgiService, run_command
 from tests.openstack.venv import OpenStackVenv
 from tests.support.agents import free_port
@@ -132,7 +132,7 @@ def provision(venv: OpenStackVenv, workdir: Path, action: str, request: dict[str
     request_path = workdir / f"provision-{action}.json"
     request_path.write_text(json.dumps(request))
     answer = run_command(
-        [str(venv.python), str(PROVISION_SCRIPT), action, str(request_path)],
+        [str(venv.python), "-I", str(PROVISION_SCRIPT), action, str(request_path)],
         env=client_env(),
         timeout=180,
     )
@@ -177,12 +177,26 @@ def write_clouds_yaml(path: Path, *, keystone_url: str, appcred_id: str) -> None
 def running_openstack(
     venv: OpenStackVenv, workdir: Path, *, token_expiration: int = 3600
 ) -> Iterator[OpenStackCloud]:
-    """Start, provision and yield a cloud; stop its services on exit (even on failure)."""
+    """Start, provision and yield a cloud; stop its services on exit (even on failure).
+
+    Glance loads while Keystone is set up (it asks Keystone nothing until a request comes).
+    """
     started = time.monotonic()
     env = client_env()
     keystone_port, glance_port = free_port(), free_port()
     glance_url = f"http://127.0.0.1:{glance_port}"
     with ExitStack() as stack:
+        keystone_url = f"http://127.0.0.1:{keystone_port}/v3"
+        glance = spawn_glance(
+            venv,
+            workdir / "glance",
+            port=glance_port,
+            env=env,
+            keystone_url=keystone_url,
+            glance_password=GLANCE_PASSWORD,
+            region=REGION,
+        )
+        stack.callback(glance.stop)
         keystone: UwsgiService = start_keystone(
             venv,
             workdir / "keystone",
@@ -193,7 +207,6 @@ def running_openstack(
             token_expiration=token_expiration,
         )
         stack.callback(keystone.stop)
-        keystone_url = f"{keystone.url}/v3"
         common = {"auth_url": keystone_url, "admin_password": ADMIN_PASSWORD, "region": REGION}
         ids = provision(
             venv,
@@ -207,16 +220,7 @@ def running_openstack(
                 "appcred_secret": APPCRED_SECRET,
             },
         )
-        glance = start_glance(
-            venv,
-            workdir / "glance",
-            port=glance_port,
-            env=env,
-            keystone_url=keystone_url,
-            glance_password=GLANCE_PASSWORD,
-            region=REGION,
-        )
-        stack.callback(glance.stop)
+        glance.wait_ready(probe_path=GLANCE_PROBE)
         images = upload_test_images(venv, workdir, common)
         clouds_yaml = workdir / "clouds.yaml"
         write_clouds_yaml(clouds_yaml, keystone_url=keystone_url, appcred_id=ids["appcred_id"])

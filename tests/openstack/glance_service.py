@@ -12,6 +12,8 @@ from pathlib import Path
 from tests.openstack.processes import UwsgiService, run_command
 from tests.openstack.venv import OpenStackVenv
 
+GLANCE_PROBE = "/versions"
+
 GLANCE_API_CONF = """\
 [DEFAULT]
 use_stderr = true
@@ -60,7 +62,7 @@ enforce_scope = false
 """
 
 
-def start_glance(
+def spawn_glance(
     venv: OpenStackVenv,
     workdir: Path,
     *,
@@ -70,7 +72,11 @@ def start_glance(
     glance_password: str,
     region: str,
 ) -> UwsgiService:
-    """Configure Glance in `workdir`, create its database, serve it on `port`."""
+    """Configure Glance in `workdir`, create its database, spawn it on `port`.
+
+    Glance needs Keystone only when a request comes, so it can load while Keystone is set up;
+    the caller waits for it with `wait_ready(probe_path=GLANCE_PROBE)`.
+    """
     for folder in ("cache", "images", "staging", "tasks", "locks"):
         (workdir / folder).mkdir(parents=True, exist_ok=True)
     url = f"http://127.0.0.1:{port}"
@@ -97,5 +103,5 @@ def start_glance(
         log_path=workdir / "glance.log",
         env={**env, "OS_GLANCE_CONFIG_DIR": str(workdir)},
     )
-    service.start(probe_path="/versions")
+    service.spawn()
     return service

@@ -1,20 +1,25 @@
 """A real Keystone 30 on sqlite under uWSGI: configure, set up its database and keys, serve.
 
 Fernet tokens whose lifetime is `token_expiration` seconds; an in-process dogpile cache so a
-token validation does not cost a second of sqlite work; bcrypt at its lowest cost so password
+token validation does not cost a second of sqlite work (hence a single uWSGI process, whose
+threads share that cache); bcrypt at its lowest cost so password
 authentication stays fast. The bootstrap admin (`admin` in project `admin`, role `admin`) and
-the identity endpoint in `region` come from `keystone-manage bootstrap`.
+the identity endpoint in `region` come from `keystone-manage bootstrap` (run with the other
+set-up steps in one process by keystone_setup.py).
 """
 
 from __future__ import annotations
 
 import grp
+import json
 import os
 import pwd
 from pathlib import Path
 
 from tests.openstack.processes import UwsgiService, run_command
 from tests.openstack.venv import OpenStackVenv
+
+SETUP_SCRIPT = Path(__file__).with_name("keystone_setup.py")
 
 KEYSTONE_CONF = """\
 [DEFAULT]
@@ -63,33 +68,27 @@ def start_keystone(
     workdir.mkdir(parents=True, exist_ok=True)
     conf = workdir / "keystone.conf"
     conf.write_text(KEYSTONE_CONF.format(workdir=workdir, token_expiration=token_expiration))
-    url = f"http://127.0.0.1:{port}/v3"
-    manage = [str(venv.bin("keystone-manage")), "--config-file", str(conf)]
-    owner = [
-        "--keystone-user", pwd.getpwuid(os.getuid()).pw_name,
-        "--keystone-group", grp.getgrgid(os.getgid()).gr_name,
-    ]  # fmt: skip
-    run_command([*manage, "db_sync"], env=env)
-    run_command([*manage, "fernet_setup", *owner], env=env)
-    run_command([*manage, "credential_setup", *owner], env=env)
-    run_command(
-        [
-            *manage, "bootstrap",
-            "--bootstrap-password", admin_password,
-            "--bootstrap-region-id", region,
-            "--bootstrap-admin-url", url,
-            "--bootstrap-internal-url", url,
-            "--bootstrap-public-url", url,
-        ],
-        env=env,
-    )  # fmt: skip
+    request = {
+        "config_file": str(conf),
+        "url": f"http://127.0.0.1:{port}/v3",
+        "user": pwd.getpwuid(os.getuid()).pw_name,
+        "group": grp.getgrgid(os.getgid()).gr_name,
+        "admin_password": admin_password,
+        "region": region,
+    }
+    request_path = workdir / "keystone-setup.json"
+    request_path.write_text(json.dumps(request))
+    run_command([str(venv.python), "-I", str(SETUP_SCRIPT), str(request_path)], env=env)
     service = UwsgiService(
         name="keystone",
         uwsgi=venv.bin("uwsgi"),
         venv=venv.path,
         module="keystone.wsgi.api:application",
         port=port,
-        lazy_apps=False,  # load once, then fork: halves the start-up work on 2 cores
+        # One process: the dogpile memory cache lives in a process, so with two a catalog or
+        # role change made through one worker stays invisible to the other's cached copy.
+        processes=1,
+        threads=4,
         log_path=workdir / "keystone.log",
         env={**env, "OS_KEYSTONE_CONFIG_DIR": str(workdir)},
     )

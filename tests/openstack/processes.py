@@ -16,6 +16,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+READY_TIMEOUT = 180.0  # seconds; loading Keystone or Glance takes 10-30 s on 2 busy cores
+
 
 class ServiceFailed(RuntimeError):
     """A service or one of its setup commands failed; the message holds its output."""
@@ -101,8 +103,13 @@ class UwsgiService:
             *self.extra_options,
         ]  # fmt: skip
 
-    def start(self, *, probe_path: str, timeout: float = 90.0) -> None:
+    def start(self, *, probe_path: str, timeout: float = READY_TIMEOUT) -> None:
         """Spawn uWSGI and wait (bounded) until `probe_path` answers."""
+        self.spawn()
+        self.wait_ready(probe_path=probe_path, timeout=timeout)
+
+    def spawn(self) -> None:
+        """Spawn uWSGI without waiting; `wait_ready` waits until it answers."""
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command(),
@@ -111,6 +118,10 @@ class UwsgiService:
                 env=self.env,
                 start_new_session=True,
             )
+
+    def wait_ready(self, *, probe_path: str, timeout: float = READY_TIMEOUT) -> None:
+        """Wait (bounded) until `probe_path` answers; stop the service and raise if not."""
+        assert self.process is not None, "spawn() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
