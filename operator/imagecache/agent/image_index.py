@@ -82,7 +82,8 @@ def _document(status: int, doc: Any, image_id: str) -> Document:
         raise ImageNotFound(image_id)
     if status == 400:
         message = doc.get("message") if isinstance(doc, dict) else None
-        raise InvalidQuery(str(message or doc))
+        text = str(message or "Bad request").split("<br />")[0].strip()  # webob's markup
+        raise InvalidQuery(text)
     if status != 200 or not isinstance(doc, dict):
         raise PermanentUpstreamError(f"upstream answered {status}")
     return doc

@@ -271,7 +271,10 @@ class GlanceUpstream(_HttpBase):
         answers on. A document over `METADATA_LIMIT` bytes is a `BadUpstreamAnswer` (reason
         ``metadata_too_large``), found without reading more than the limit.
         """
-        response = await self._request("GET", path, params=query)
+        # Glance answers errors in HTML unless asked for JSON.
+        response = await self._request(
+            "GET", path, params=query, headers={"Accept": "application/json"}
+        )
         try:
             async with asyncio.timeout(self.stall_timeout):
                 body = await _read_bounded(response, METADATA_LIMIT)
