@@ -58,6 +58,7 @@ def agent_environment(cloud: OpenStackCloud, cloud_name: str) -> dict[str, str]:
     return {"OS_CLIENT_CONFIG_FILE": str(cloud.clouds_yaml), "IMAGECACHE_OS_CLOUD": cloud_name}
 
 
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: build only for selected tests
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Build the venv before the tests run (outside any test's timeout) if a test needs it."""
     users = [item for item in items if "openstack_venv" in getattr(item, "fixturenames", ())]

@@ -1,12 +1,14 @@
 """Run one WSGI service under uWSGI on a loopback port, wait until it answers, stop it.
 
 Each service runs in its own process group (uWSGI forks workers), so stopping it ends the
-master and every worker. Every wait has a deadline, and a failure carries the service's log.
+master and every worker; the master also gets SIGTERM if the test process dies without
+stopping it. Every wait has a deadline, and a failure carries the service's log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -21,6 +23,12 @@ READY_TIMEOUT = 180.0  # seconds; loading Keystone or Glance takes 10-30 s on 2 
 
 class ServiceFailed(RuntimeError):
     """A service or one of its setup commands failed; the message holds its output."""
+
+
+def terminate_with_parent() -> None:
+    """In the child: get SIGTERM when the test process dies, even by SIGKILL (Linux prctl)."""
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def log_tail(path: Path, size: int = 6000) -> str:
@@ -92,6 +100,7 @@ class UwsgiService:
             *(["--lazy-apps"] if self.lazy_apps else []),
             "--need-app",
             "--die-on-term",
+            "--no-orphans",  # workers die with the master
             "--buffer-size", "65535",
             "--http-auto-chunked",
             "--http-raw-body",
@@ -117,6 +126,7 @@ class UwsgiService:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,
+                preexec_fn=terminate_with_parent,
             )
 
     def wait_ready(self, *, probe_path: str, timeout: float = READY_TIMEOUT) -> None:
