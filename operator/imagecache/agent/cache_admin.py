@@ -23,8 +23,7 @@ from aiohttp import web
 
 from imagecache.agent.appkeys import CACHE, SETTINGS
 from imagecache.agent.cache import ImageCache
-from imagecache.agent.errors import NotFound, UpstreamUnavailable
-from imagecache.agent.upstreams import ImageNotFound, TransientUpstreamError, UpstreamError
+from imagecache.agent.errors import NotFound
 from imagecache.core.eviction import Candidate, DoesNotFit, choose_victims
 from imagecache.core.ids import is_valid_image_id
 
@@ -89,12 +88,11 @@ async def prune_view(request: web.Request) -> web.Response:
 
 async def clean_view(request: web.Request) -> web.Response:
     cache = request.app[CACHE]
-    live = {r.image_id for r in cache.records.in_state("queued", "caching")}
     await asyncio.to_thread(
         clean_directory,
         invalid=cache.store.invalid,
         incomplete=cache.store.incomplete,
-        live=live,
+        live=cache.live_downloads(),
         stalled_before=time.time() - cache.settings.stall_timeout,
     )
     return web.Response(status=200)
@@ -105,17 +103,12 @@ async def nodes_view(request: web.Request) -> web.Response:
     if not is_valid_image_id(image_id):
         raise NotFound(f"Image {image_id} not found.")
     cache = request.app[CACHE]
-    record = cache.records.get(image_id)
-    if record is not None and record.state == "cached":
+    if cache.holds(image_id):
         return web.json_response([request.app[SETTINGS].self_url])
     try:
-        await cache.upstream.metadata(image_id)
-    except ImageNotFound as error:
+        await cache.check_upstream(image_id)
+    except NotFound as error:
         raise NotFound(f"Image {image_id} not found.") from error
-    except TransientUpstreamError as error:
-        raise UpstreamUnavailable(f"Upstream unavailable: {error}") from error
-    except UpstreamError as error:
-        raise UpstreamUnavailable(f"Upstream refused image {image_id}: {error}") from error
     return web.json_response([])
 
 

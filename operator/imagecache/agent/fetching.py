@@ -74,8 +74,13 @@ async def fetch(
     max_size: int,
     on_progress: Callable[[int], None],
     resume_from: int,
+    commit: Callable[[BinaryIO, Fetched], Awaitable[None]],
 ) -> Fetched:
-    """Download, verify and commit one image (one attempt)."""
+    """Download, verify and commit one image (one attempt).
+
+    `commit` takes the open file that was written and hashed, once it is verified, and puts it
+    in place (it owns the handle from then on).
+    """
     algo = (meta.os_hash_algo or "sha512").lower()
     try:
         md5, os_hash = hashlib.md5(), hashlib.new(algo)
@@ -109,9 +114,10 @@ async def fetch(
             handle = None
             await asyncio.to_thread(store.reject, image_id)
             raise PermanentFetchError(failure)
-        await asyncio.to_thread(store.commit, image_id, handle)
+        fetched = Fetched(size=done, md5=md5.hexdigest())
+        await commit(handle, fetched)
         handle = None
-        return Fetched(size=done, md5=md5.hexdigest())
+        return fetched
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise PermanentFetchError("disk full") from error

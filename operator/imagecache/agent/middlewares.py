@@ -54,7 +54,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except ApiError as error:
-        return error_response(error.status, error.title, str(error), request=request)
+        return error_response(
+            error.status, error.title, str(error), headers=error.headers or None, request=request
+        )
     except web.HTTPException as error:
         if error.status < 400:
             raise

@@ -87,6 +87,12 @@ class AgentSettings(BaseSettings):
         "treated as a transient failure.",
     )
     retries: int = Field(3, ge=1, le=100, description="Attempts for transient upstream failures.")
+    max_queue: int = Field(
+        10_000,
+        ge=1,
+        description="Images waiting or downloading at most; a PUT of a new image beyond it is "
+        "answered 429 with Retry-After. Each waiting image costs ~1 KiB of memory and a row.",
+    )
     retry_backoff: float = Field(
         1.0, ge=0, description="Base of the exponential retry backoff, in seconds (with jitter)."
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -103,7 +102,7 @@ async def image_file(request: web.Request) -> web.StreamResponse:
         await response.prepare(request)
         return response
     try:
-        async with cache.upstream.open(image_id, 0) as stream:
+        async with cache.open_upstream(image_id) as stream:
             await response.prepare(request)
             async for chunk in stream.chunks():
                 await response.write(chunk)
@@ -141,8 +140,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     cache = request.app[CACHE]
-    checks = cache.ready()
-    checks["cache_dir"] = await asyncio.to_thread(cache.store.writable)
+    checks = await cache.readiness()
     ok = all(checks.values())
     return web.json_response(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
