@@ -12,20 +12,10 @@
 Each is started once per session on first use (about 30-40 s on 2 cores) and stopped, with its
 temporary directory removed, at the end. The first test that uses one gets a longer timeout.
 
-Starting a real agent against a cloud (for the agent's own OpenStack tests): the agent reads
-the standard clouds.yaml through `OS_CLIENT_CONFIG_FILE` and its cloud from `IMAGECACHE_OS_CLOUD`;
-`agent_environment(cloud, "appcred")` gives those two variables. Set them, then start an
-`AgentProcess` (tests/support/agents.py; it inherits the environment) whose upstream is
-`glance://` (the image endpoint comes from the catalog) or `cloud.glance_url` spelled as
-`glance+http://127.0.0.1:<port>`:
-
-    def test_x(openstack_cloud, tmp_path, monkeypatch):
-        for name, value in agent_environment(openstack_cloud, "appcred").items():
-            monkeypatch.setenv(name, value)
-        agent = AgentProcess(cache_dir=tmp_path / "cache", upstream="glance://")
-        agent.start()
-        ...
-        agent.stop()
+Starting a real agent against a cloud: `running_agent(cloud, workdir, os_cloud="appcred")` in
+tests/openstack/agent_cloud.py, an `AgentProcess` (tests/support/agents.py) whose environment
+points it at a cloud of this clouds.yaml (`OS_CLIENT_CONFIG_FILE`, `IMAGECACHE_OS_CLOUD`), with
+upstream `glance://` (the image endpoint from the catalog) unless told otherwise.
 
 Keystone-mode inbound auth (`IMAGECACHE_AUTH=keystone` or the agent's flag) is the agent's
 setting; `openstack_cloud.issue_token("admin" | "demo")` gives an admin and a member-only token.
@@ -51,11 +41,6 @@ SHORT_TOKEN_EXPIRATION = 150  # seconds; keystoneauth renews a token with under 
 CLOUD_FIXTURES = ("openstack_cloud", "openstack_cloud_short_tokens")
 STARTUP_TIMEOUT = 400  # seconds for the first test of a cloud, which also pays for its start
 VENV_RESULT = pytest.StashKey[OpenStackVenv | str]()
-
-
-def agent_environment(cloud: OpenStackCloud, cloud_name: str) -> dict[str, str]:
-    """The variables that point an agent at `cloud_name` in this cloud's clouds.yaml."""
-    return {"OS_CLIENT_CONFIG_FILE": str(cloud.clouds_yaml), "IMAGECACHE_OS_CLOUD": cloud_name}
 
 
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection: build only for selected tests
