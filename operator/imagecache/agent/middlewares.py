@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from imagecache.agent.auth import AcceptedTokens, presented_token
+from imagecache.agent.db import DatabaseError, DatabaseFull
 from imagecache.agent.errors import ApiError
 from imagecache.agent.keystone import Keystone, KeystoneError
 
@@ -56,6 +57,20 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except ApiError as error:
         return error_response(
             error.status, error.title, str(error), headers=error.headers or None, request=request
+        )
+    except DatabaseFull:
+        return error_response(
+            507,
+            "Insufficient Storage",
+            "The cache disk is full: the request could not be recorded.",
+            request=request,
+        )
+    except DatabaseError:
+        return error_response(
+            503,
+            "Service Unavailable",
+            "The cache database cannot be written right now.",
+            request=request,
         )
     except web.HTTPException as error:
         if error.status < 400:

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+PROBE_BLOCK = b"\0" * 4096
+
 
 class Store:
     """File operations on one cache directory; ids are validated before they get here."""
@@ -86,12 +88,24 @@ class Store:
         return _file_sizes(self.images), _file_sizes(self.incomplete)
 
     def writable(self) -> bool:
+        """Whether a block can be written and flushed in the cache directory now.
+
+        An empty file is not proof: a full filesystem still has inodes. One block of data,
+        flushed, is; it is removed again at once.
+        """
         probe = self.root / ".probe"
         try:
-            probe.write_bytes(b"")
-            probe.unlink()
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, PROBE_BLOCK)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         except OSError:
             return False
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
         return True
 
     def free_bytes(self) -> int:
