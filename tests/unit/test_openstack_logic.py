@@ -3,12 +3,15 @@ tests/openstack/.
 
 Covers: Glance's listing over file-upstream documents (filters, sort, limit/marker paging, the
 ``first``/``next`` links, 400s), a file image's document from its sidecar, the Keystone verdict
-(roles, expiry, the five-minute cap) and its bounded cache, prune's choice of victims, and
-clean's choice of files.
+(roles, expiry, the five-minute cap) and its bounded cache, `Keystone.check` sharing one
+validation per token, caching only acceptances and bounding validations in flight (with the
+validation itself replaced; the real one is in tests/openstack/test_agent_keystone.py),
+prune's choice of victims, and clean's choice of files.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
@@ -16,7 +19,16 @@ import pytest
 
 from imagecache.agent.cache_admin import clean_directory, prune_victims
 from imagecache.agent.image_index import InvalidQuery, file_image, list_images
-from imagecache.agent.keystone import MAX_VERDICT_AGE, Verdict, VerdictCache, judge, strip_version
+from imagecache.agent.keystone import (
+    MAX_PENDING_CHECKS,
+    MAX_VERDICT_AGE,
+    Keystone,
+    KeystoneError,
+    Verdict,
+    VerdictCache,
+    judge,
+    strip_version,
+)
 from imagecache.core.eviction import Candidate
 
 
@@ -172,3 +184,46 @@ def test_clean_directory_keeps_live_and_recent_partials(tmp_path: Path) -> None:
     assert removed == 2
     assert sorted(p.name for p in incomplete.iterdir()) == ["live", "recent"]
     assert list(invalid.iterdir()) == []
+
+
+class CountingKeystone(Keystone):
+    """`Keystone.check`'s caching around a validation that waits for the test to release it."""
+
+    def __init__(self) -> None:
+        super().__init__(None, required_roles=frozenset({"admin"}), clock=lambda: 1000.0)  # type: ignore[arg-type]
+        self.calls: list[str] = []
+        self.release = asyncio.Event()
+
+    async def _validate(self, token: str) -> Verdict:
+        self.calls.append(token)
+        await self.release.wait()
+        verdict = Verdict("allowed" if token.startswith("good") else "invalid", 1100.0)
+        if verdict.outcome == "allowed":
+            self.verdicts.put(token, verdict)
+        return verdict
+
+
+async def test_check_shares_one_validation_and_caches_it() -> None:
+    keystone = CountingKeystone()
+    waiting = [asyncio.ensure_future(keystone.check("good-token")) for _ in range(5)]
+    await asyncio.sleep(0)
+    keystone.release.set()
+    assert await asyncio.gather(*waiting) == ["allowed"] * 5
+    assert await keystone.check("good-token") == "allowed"  # from the cache
+    assert keystone.calls == ["good-token"]
+    assert await keystone.check("bad-token") == "invalid"
+    assert await keystone.check("bad-token") == "invalid"
+    assert keystone.calls == ["good-token", "bad-token", "bad-token"]  # refusals not cached
+
+
+async def test_check_bounds_validations_in_flight() -> None:
+    keystone = CountingKeystone()
+    waiting = [
+        asyncio.ensure_future(keystone.check(f"bogus-{n}")) for n in range(MAX_PENDING_CHECKS)
+    ]
+    await asyncio.sleep(0)
+    with pytest.raises(KeystoneError):
+        await keystone.check("one-more")
+    keystone.release.set()
+    assert set(await asyncio.gather(*waiting)) == {"invalid"}
+    assert len(keystone.calls) == MAX_PENDING_CHECKS

@@ -45,6 +45,7 @@ T = TypeVar("T")
 MAX_VERDICT_AGE = 300.0  # seconds a validation is trusted, at most
 MAX_VERDICTS = 4096  # validations kept; the oldest go first
 THREADS = 4  # keystoneauth calls in flight at once
+MAX_PENDING_CHECKS = 64  # distinct client tokens being validated at once; more: 503
 
 Outcome = Literal["allowed", "invalid", "forbidden"]
 
@@ -199,7 +200,9 @@ class Keystone:
     async def check(self, token: str) -> Outcome:
         """Allowed, invalid (unknown or expired) or forbidden (valid, none of the roles).
 
-        A cached verdict answers at once; concurrent checks of one token share one call.
+        A cached verdict answers at once; concurrent checks of one token share one call; at
+        most `MAX_PENDING_CHECKS` distinct tokens wait for Keystone at once (`KeystoneError`
+        beyond, which the middleware answers 503), so a flood of bogus tokens stays bounded.
         """
         now = self.clock()
         cached = self.verdicts.get(token, now=now)
@@ -208,6 +211,8 @@ class Keystone:
         key = VerdictCache.key(token)
         pending = self._checking.get(key)
         if pending is None:
+            if len(self._checking) >= MAX_PENDING_CHECKS:  # a flood of unknown tokens
+                raise KeystoneError("too many token validations in flight")
             pending = asyncio.ensure_future(self._validate(token))
             self._checking[key] = pending
             pending.add_done_callback(lambda _: self._checking.pop(key, None))

@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import logging
 
     from imagecache.agent.db import DatabaseError
+    from imagecache.agent.keystone import KeystoneError
     from imagecache.agent.logs import configure_logging
     from imagecache.agent.preflight import check_paths
     from imagecache.agent.serving import serve
@@ -65,6 +66,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     try:
         asyncio.run(serve(settings, stop))
+    except KeystoneError as error:  # os_cloud names no usable clouds.yaml entry
+        print(
+            f"imagecache-agent: invalid setting os_cloud (--os-cloud / IMAGECACHE_OS_CLOUD): "
+            f"{error}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
     except (OSError, DatabaseError) as error:  # cannot bind, cache dir or database unusable
         log.debug("start failed", exc_info=True)
         print(f"imagecache-agent: cannot start: {error}", file=sys.stderr)
