@@ -25,7 +25,14 @@ from typing import Any, Literal
 
 from imagecache.agent.db import Database
 from imagecache.agent.downloading import Downloader, to_completion
-from imagecache.agent.errors import BadRequest, NotFound, QueueFull, UpstreamUnavailable
+from imagecache.agent.errors import (
+    BadGateway,
+    BadRequest,
+    NotFound,
+    QueueFull,
+    UpstreamUnavailable,
+    from_upstream,
+)
 from imagecache.agent.id_locks import IdLocks
 from imagecache.agent.metrics import AgentMetrics
 from imagecache.agent.pins import Pins
@@ -33,10 +40,9 @@ from imagecache.agent.room import Room
 from imagecache.agent.settings import AgentSettings
 from imagecache.agent.store import Store
 from imagecache.agent.upstreams import (
+    BadUpstreamAnswer,
     ByteStream,
     ImageMeta,
-    ImageNotFound,
-    TransientUpstreamError,
     Upstream,
     UpstreamError,
 )
@@ -155,8 +161,14 @@ class ImageCache:
         return checks
 
     # --- the Glance cache API --------------------------------------------------------------
-    async def queue(self, image_id: str) -> None:
-        """`PUT /v2/cache/{id}`: durably queued on return (idempotent); `QueueFull` at the bound."""
+    async def queue(self, image_id: str, *, meta: ImageMeta | None = None) -> None:
+        """`PUT /v2/cache/{id}`: durably queued on return (idempotent); `QueueFull` at the bound.
+
+        The upstream's metadata (`meta`, when the caller already has it) is handed to the
+        download, so an image's metadata is asked once. An answer outside the agent's bounds
+        (`BadUpstreamAnswer`: a redirect, an unsupported digest, ...) records the image
+        ``failed`` with that reason at once.
+        """
         if not is_valid_image_id(image_id):
             raise NotFound(f"No image with id {image_id!r}")
         self._check_room_in_queue(image_id)
@@ -165,7 +177,13 @@ class ImageCache:
             if existing is not None and existing.state != "failed":
                 return
             self._check_room_in_queue(image_id)
-            meta = await self._metadata(image_id)
+            try:
+                meta = meta or await self.upstream.metadata(image_id)
+            except BadUpstreamAnswer as error:
+                await self._refuse(existing, image_id, error)
+                return
+            except UpstreamError as error:
+                raise from_upstream(error, image_id) from error
             if meta.status != "active":
                 raise BadRequest(f"Image {image_id} is not active (status {meta.status!r})")
             self._seq += 1
@@ -175,6 +193,7 @@ class ImageCache:
             record = images.progress(record, done=0)
             await self.db.save(record)
             self.records[image_id] = record
+            self.downloader.hand_over(image_id, record.seq, meta)
             self.pool.submit(image_id, record.seq)
         log.info("queued %s", image_id, extra={"event": "queued", "image_id": image_id})
 
@@ -188,15 +207,30 @@ class ImageCache:
                 retry_after=QUEUE_FULL_RETRY_AFTER,
             )
 
+    async def _refuse(
+        self, existing: ImageRecord | None, image_id: str, error: BadUpstreamAnswer
+    ) -> None:
+        """Holding the id: the image fails at once with the upstream's reason."""
+        self._seq += 1
+        record = images.enqueue(existing, image_id=image_id, seq=self._seq, now=time.time())
+        if record is None:
+            return
+        failed = images.fail(record, error=str(error))
+        await self.db.save(failed)
+        self.records[image_id] = failed
+        self.metrics.failures.labels(error.reason).inc()
+        log.warning(
+            "caching %s failed: %s",
+            image_id,
+            error,
+            extra={"event": "failed", "image_id": image_id},
+        )
+
     async def _metadata(self, image_id: str) -> ImageMeta:
         try:
             return await self.upstream.metadata(image_id)
-        except ImageNotFound as error:
-            raise NotFound(f"No image with id {image_id!r}") from error
-        except TransientUpstreamError as error:
-            raise UpstreamUnavailable(f"Upstream unavailable: {error}") from error
-        except UpstreamError as error:  # e.g. our upstream token is refused: fixable, retry
-            raise UpstreamUnavailable(f"Upstream refused image {image_id}: {error}") from error
+        except UpstreamError as error:
+            raise from_upstream(error, image_id) from error
 
     async def delete(self, image_id: str) -> None:
         """`DELETE /v2/cache/{id}`: out of cache and queue; a download in flight stops."""
@@ -319,8 +353,8 @@ class ImageCache:
             raise NotFound(f"Image {image_id} has no data (status {meta.status!r})")
         if read and self.settings.cache_on_read:
             try:
-                await self.queue(image_id)
-            except (NotFound, BadRequest, UpstreamUnavailable, QueueFull) as error:
+                await self.queue(image_id, meta=meta)
+            except (NotFound, BadRequest, BadGateway, UpstreamUnavailable, QueueFull) as error:
                 log.warning("read-through queue of %s failed: %s", image_id, error)
         return meta
 

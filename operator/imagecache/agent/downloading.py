@@ -20,20 +20,22 @@ from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO, TypeVar
 
 from imagecache.agent.db import Database
-from imagecache.agent.fetching import Fetched, PermanentFetchError, TransientFetchError, fetch
+from imagecache.agent.fetching import (
+    Fetched,
+    PermanentFetchError,
+    TransientFetchError,
+    fetch,
+    upstream_errors,
+)
 from imagecache.agent.id_locks import IdLocks
-from imagecache.agent.metrics import AgentMetrics, failure_reason
+from imagecache.agent.metrics import AgentMetrics
 from imagecache.agent.pins import Pins
 from imagecache.agent.room import Room
 from imagecache.agent.settings import AgentSettings
 from imagecache.agent.store import Store
-from imagecache.agent.upstreams import (
-    ImageNotFound,
-    TransientUpstreamError,
-    Upstream,
-    UpstreamError,
-)
+from imagecache.agent.upstreams import ImageMeta, Upstream
 from imagecache.core import images
+from imagecache.core.backoff import backoff_delay
 from imagecache.core.eviction import DoesNotFit
 from imagecache.core.images import ImageRecord
 from imagecache.core.table import ImageTable
@@ -82,6 +84,15 @@ class Downloader:
         self.locks = locks
         self.pins = pins
         self.room = room
+        self._handed: dict[tuple[str, int], ImageMeta] = {}
+
+    def hand_over(self, image_id: str, seq: int, meta: ImageMeta) -> None:
+        """The metadata the `PUT` just read, for this download's first attempt.
+
+        Later attempts (after a transient failure) and downloads resumed after a restart ask
+        the upstream again: the image may have changed upstream meanwhile.
+        """
+        self._handed[(image_id, seq)] = meta
 
     def current(self, image_id: str, seq: int) -> ImageRecord | None:
         record = self.records.get(image_id)
@@ -101,15 +112,18 @@ class Downloader:
                 except Superseded:
                     return
                 except TransientFetchError as error:
-                    self.metrics.failures.labels(failure_reason(str(error))).inc()
+                    self.metrics.failures.labels(error.reason).inc()
                     if attempt >= self.settings.retries:
                         await self._fail(image_id, seq, f"{error} (after {attempt} attempts)")
                         return
                     self._update(
                         image_id, seq, functools.partial(images.retry_later, error=str(error))
                     )
-                    delay = images.retry_delay(
-                        attempt, base=self.settings.retry_backoff, cap=300.0, jitter=random.random()
+                    delay = backoff_delay(
+                        failures=attempt,
+                        base=self.settings.retry_backoff,
+                        cap=300.0,
+                        jitter=random.random(),
                     )
                     log.warning(
                         "download of %s failed (%s); retrying in %.2fs",
@@ -121,31 +135,30 @@ class Downloader:
                     await asyncio.sleep(delay)
                     continue
                 except PermanentFetchError as error:
-                    self.metrics.failures.labels(failure_reason(str(error))).inc()
+                    self.metrics.failures.labels(error.reason).inc()
                     await self._fail(image_id, seq, str(error))
                     return
                 self.metrics.duration.observe(time.monotonic() - started)
                 return
         finally:
             self.room.release(image_id)  # no other download of this id runs meanwhile
+            self._handed.pop((image_id, seq), None)
 
     async def _attempt(self, record: ImageRecord) -> None:
         image_id, seq = record.image_id, record.seq
-        try:
-            meta = await self.upstream.metadata(image_id)
-        except ImageNotFound as error:
-            raise PermanentFetchError("image not found upstream") from error
-        except TransientUpstreamError as error:
-            raise TransientFetchError(str(error)) from error
-        except UpstreamError as error:
-            raise PermanentFetchError(str(error)) from error
+        meta = self._handed.pop((image_id, seq), None)
+        if meta is None:
+            with upstream_errors():
+                meta = await self.upstream.metadata(image_id)
         if meta.status != "active":
-            raise PermanentFetchError(f"image is not active upstream (status {meta.status!r})")
+            raise PermanentFetchError(
+                f"image is not active upstream (status {meta.status!r})", reason="not_active"
+            )
         if meta.size is not None:
             try:
                 await self.room.reserve(image_id, meta.size)
             except DoesNotFit as error:
-                raise PermanentFetchError(str(error)) from error
+                raise PermanentFetchError(str(error), reason="too_large") from error
         if self.current(image_id, seq) is None:
             raise Superseded(image_id)
         resumed = await asyncio.to_thread(self.store.partial_size, image_id)
@@ -171,6 +184,18 @@ class Downloader:
             last[0] = done
             self._update(image_id, seq, lambda r: images.progress(r, done=done))
 
+        async def reserve(total: int) -> None:
+            """An image of unknown size: room for `total` bytes, else no more bytes."""
+            try:
+                async with asyncio.timeout(self.settings.stall_timeout):
+                    await self.room.reserve(image_id, total)
+            except DoesNotFit as error:
+                raise PermanentFetchError(str(error), reason="too_large") from error
+            except TimeoutError as error:
+                raise TransientFetchError(
+                    f"no room for {total} bytes under max_size", reason="no_room"
+                ) from error
+
         async def commit(handle: BinaryIO, fetched: Fetched) -> None:
             await to_completion(self._commit(image_id, seq, handle, fetched))
 
@@ -183,6 +208,7 @@ class Downloader:
             on_progress=on_progress,
             resume_from=resumed,
             commit=commit,
+            reserve=reserve,
         )
 
     async def _commit(self, image_id: str, seq: int, handle: BinaryIO, fetched: Fetched) -> None:
@@ -210,10 +236,14 @@ class Downloader:
         try:
             on_disk = os.stat(self.store.partial_path(image_id))
         except FileNotFoundError as error:
-            raise TransientFetchError("partial file vanished before commit") from error
+            raise TransientFetchError(
+                "partial file vanished before commit", reason="partial_vanished"
+            ) from error
         written = os.fstat(handle.fileno())
         if (on_disk.st_dev, on_disk.st_ino) != (written.st_dev, written.st_ino):
-            raise TransientFetchError("partial file was replaced before commit")
+            raise TransientFetchError(
+                "partial file was replaced before commit", reason="partial_replaced"
+            )
         self.store.commit(image_id, handle)
 
     def _update(self, image_id: str, seq: int, change: Callable[[ImageRecord], Any]) -> None:

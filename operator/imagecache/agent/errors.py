@@ -5,10 +5,20 @@ ApiError
  ├── BadRequest          400  image not active upstream, bad clear target
  ├── Unauthorized        401  missing or wrong token
  ├── QueueFull           429  ``max_queue`` images already wait (with ``Retry-After``)
- └── UpstreamUnavailable 503  the upstream could not be asked right now
+ ├── BadGateway          502  the upstream's answer cannot be used (a redirect, bad metadata)
+ └── UpstreamUnavailable 503  the upstream could not be asked right now, or refused us
+
+`from_upstream` is the one translation of an `upstreams.UpstreamError` into these.
 """
 
 from __future__ import annotations
+
+from imagecache.agent.upstreams import (
+    BadUpstreamAnswer,
+    ImageNotFound,
+    TransientUpstreamError,
+    UpstreamError,
+)
 
 
 class ApiError(Exception):
@@ -44,3 +54,20 @@ class QueueFull(ApiError):
 class UpstreamUnavailable(ApiError):
     status = 503
     title = "Service Unavailable"
+
+
+class BadGateway(ApiError):
+    status = 502
+    title = "Bad Gateway"
+
+
+def from_upstream(error: UpstreamError, image_id: str) -> ApiError:
+    """What a request that needed the upstream answers when the upstream failed it."""
+    if isinstance(error, ImageNotFound):
+        return NotFound(f"No image with id {image_id!r}")
+    if isinstance(error, BadUpstreamAnswer):
+        return BadGateway(f"Upstream answer for image {image_id} cannot be used: {error}")
+    if isinstance(error, TransientUpstreamError):
+        return UpstreamUnavailable(f"Upstream unavailable: {error}")
+    # e.g. our upstream token is refused: fixable upstream, so worth asking again later
+    return UpstreamUnavailable(f"Upstream refused image {image_id}: {error}")

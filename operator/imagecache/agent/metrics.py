@@ -63,22 +63,3 @@ class AgentMetrics:
         self.cache_images.set_function(cache_images)
         self.queue_length.set_function(queue_length)
         self.in_flight.set_function(in_flight)
-
-
-def failure_reason(error: str) -> str:
-    """A low-cardinality label for a failure message."""
-    lowered = error.lower()
-    for key, label in (
-        ("not found", "not_found"),
-        ("mismatch", "verification"),
-        ("max_size", "too_large"),
-        ("disk full", "disk_full"),
-        ("stalled", "stall"),
-        ("answered 5", "upstream_5xx"),
-        ("connection", "connection"),
-        ("cannot reach", "connection"),
-        ("space", "no_space"),
-    ):
-        if key in lowered:
-            return label
-    return "other"

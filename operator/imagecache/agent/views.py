@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
@@ -15,13 +16,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from imagecache.agent.appkeys import CACHE, METRICS
 from imagecache.agent.cache import ClearTarget
 from imagecache.agent.cache_admin import cache_admin_routes
-from imagecache.agent.errors import BadRequest, NotFound, UpstreamUnavailable
+from imagecache.agent.errors import BadRequest, NotFound, from_upstream
 from imagecache.agent.images_api import image_routes
 from imagecache.agent.middlewares import is_glance_client
-from imagecache.agent.upstreams import TransientUpstreamError, UpstreamError
+from imagecache.agent.upstreams import UpstreamError
 from imagecache.core.ids import is_valid_image_id
 
 CLEAR_HEADER = "x-image-cache-clear-target"
+_ZERO_SUFFIX = re.compile(r"bytes=\s*-0+\s*")
 LATEST_MINOR = 18  # Glance 33 (2026.2): v2.18 adds cache prune, clean and nodes
 
 
@@ -88,6 +90,11 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     found = cache.pin(image_id, read=read)
     if found is not None:
         path, record, release = found
+        if _ZERO_SUFFIX.fullmatch(request.headers.get("Range", "")):
+            # RFC 9110 §14.1.1: a zero-length suffix is unsatisfiable (416); aiohttp's
+            # FileResponse reads "-0" as "0-" and would send the whole file with 206.
+            release()
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{record.size}"})
         headers = {"Content-Type": "application/octet-stream"}
         if record.checksum:
             headers["Content-MD5"] = record.checksum
@@ -101,21 +108,25 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     if not read:
         await response.prepare(request)
         return response
+    sent = 0
     try:
         async with cache.open_upstream(image_id) as stream:
             await response.prepare(request)
             async for chunk in stream.chunks():
+                sent += len(chunk)
+                if meta.size is not None and sent > meta.size:
+                    break  # more than promised: these bytes cannot be trusted
                 await response.write(chunk)
-    except TransientUpstreamError as error:
-        if not response.prepared:
-            raise UpstreamUnavailable(f"Upstream unavailable: {error}") from error
-        if request.transport is not None:
-            request.transport.abort()  # the client sees a short body
-        return response
     except UpstreamError as error:
         if not response.prepared:
-            raise NotFound(f"Image {image_id} could not be read: {error}") from error
-        raise
+            raise from_upstream(error, image_id) from error
+        sent = -1
+    if sent < 0 or (meta.size is not None and sent != meta.size):
+        # Short, long or broken: the client must see a failed transfer, not wait for bytes
+        # that will never come (its Content-Length was promised).
+        if request.transport is not None:
+            request.transport.abort()
+        return response
     await response.write_eof()
     return response
 
