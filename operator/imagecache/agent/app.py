@@ -57,6 +57,7 @@ def create_app(settings: AgentSettings, *, upstream: Upstream | None = None) -> 
     app.add_routes(routes())
     app.cleanup_ctx.append(_threads)
     app.cleanup_ctx.append(_cache)
+    app.on_shutdown.append(_drain)
     if keystone is not None:
         app.cleanup_ctx.append(_closing(keystone))
     return app
@@ -80,6 +81,11 @@ async def _threads(app: web.Application) -> AsyncIterator[None]:
     yield
     loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="asyncio"))
     executor.shutdown(wait=False, cancel_futures=True)
+
+
+async def _drain(app: web.Application) -> None:
+    """Shutdown: downloads running get ``drain_timeout`` to finish (`ImageCache.drain`)."""
+    await app[CACHE].drain(app[SETTINGS].drain_timeout)
 
 
 async def _cache(app: web.Application) -> AsyncIterator[None]:
