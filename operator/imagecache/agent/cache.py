@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +39,7 @@ from imagecache.agent.metrics import AgentMetrics
 from imagecache.agent.pins import Pins
 from imagecache.agent.room import Room
 from imagecache.agent.settings import AgentSettings
+from imagecache.agent.startup import open_and_repair
 from imagecache.agent.store import Store
 from imagecache.agent.upstreams import (
     BadUpstreamAnswer,
@@ -50,7 +52,7 @@ from imagecache.agent.workers import WorkerPool
 from imagecache.core import images
 from imagecache.core.ids import is_valid_image_id
 from imagecache.core.images import ImageRecord, State
-from imagecache.core.recovery import plan_recovery
+from imagecache.core.recovery import invalid_budget
 from imagecache.core.table import ImageTable
 from imagecache.core.wire import ImageReport
 
@@ -72,7 +74,7 @@ class ImageCache:
         self.settings = settings
         self.upstream = upstream
         self.metrics = metrics
-        self.store = Store(settings.cache_dir)
+        self.store = Store(settings.cache_dir, invalid_max_bytes=invalid_budget(settings.max_size))
         self.db = Database(self.store.database)
         self.records = ImageTable()
         self.locks = IdLocks()
@@ -109,20 +111,10 @@ class ImageCache:
     async def open(self) -> None:
         """Create the layout, load and repair the records, start the workers, resume the queue."""
         await asyncio.to_thread(self.store.create)
-        stored = await self.db.open()
-        image_files, partial_files = await asyncio.to_thread(self.store.listing)
-        plan = plan_recovery(stored, image_files=image_files, partial_files=partial_files)
+        plan = await open_and_repair(self.store, self.db)
         for record in plan.records:
             self.records[record.image_id] = record
             self._seq = max(self._seq, record.seq)
-        for name in plan.stray_images:
-            await asyncio.to_thread(self.store.remove, name, partial=False)
-        for name in plan.stray_partials:
-            await asyncio.to_thread(self.store.remove, name, cached=False)
-        if plan.dropped:
-            await self.db.delete(*plan.dropped)
-        if plan.changed:
-            await self.db.save(*plan.changed)
         self.pool.start()
         for record in self.records.queue_order():
             self.pool.submit(record.image_id, record.seq)
@@ -299,7 +291,7 @@ class ImageCache:
     def listing(self) -> dict[str, Any]:
         """`GET /v2/cache`: Glance's two keys plus the per-image reports."""
         order = self.records.queue_order()
-        caching = [r for r in self.records.in_state("caching")]
+        caching = list(self.records.in_state("caching"))
         return {
             "cached_images": [images.cached_entry(r) for r in self.records.in_state("cached")],
             "queued_images": [r.image_id for r in order],
@@ -322,7 +314,9 @@ class ImageCache:
         return images.report(record, image_id=image_id, queue_position=position)
 
     # --- serving ---------------------------------------------------------------------------
-    def pin(self, image_id: str, *, read: bool = True) -> tuple[Path, ImageRecord, Any] | None:
+    def pin(
+        self, image_id: str, *, read: bool = True
+    ) -> tuple[Path, ImageRecord, Callable[[], None]] | None:
         """A cached image for serving: its file, record and a release callback, or None.
 
         A `read` (GET, not HEAD) counts a hit or a miss; the image is never evicted, and its
