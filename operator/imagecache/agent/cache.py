@@ -39,7 +39,6 @@ from imagecache.agent.metrics import AgentMetrics
 from imagecache.agent.pins import Pins
 from imagecache.agent.room import Room
 from imagecache.agent.settings import AgentSettings
-from imagecache.agent.startup import open_and_repair
 from imagecache.agent.store import Store
 from imagecache.agent.upstreams import (
     BadUpstreamAnswer,
@@ -52,7 +51,7 @@ from imagecache.agent.workers import WorkerPool
 from imagecache.core import images
 from imagecache.core.ids import is_valid_image_id
 from imagecache.core.images import ImageRecord, State
-from imagecache.core.recovery import invalid_budget
+from imagecache.core.recovery import plan_recovery
 from imagecache.core.table import ImageTable
 from imagecache.core.wire import ImageReport
 
@@ -74,7 +73,7 @@ class ImageCache:
         self.settings = settings
         self.upstream = upstream
         self.metrics = metrics
-        self.store = Store(settings.cache_dir, invalid_max_bytes=invalid_budget(settings.max_size))
+        self.store = Store(settings.cache_dir)
         self.db = Database(self.store.database)
         self.records = ImageTable()
         self.locks = IdLocks()
@@ -111,10 +110,20 @@ class ImageCache:
     async def open(self) -> None:
         """Create the layout, load and repair the records, start the workers, resume the queue."""
         await asyncio.to_thread(self.store.create)
-        plan = await open_and_repair(self.store, self.db)
+        stored = await self.db.open()
+        image_files, partial_files = await asyncio.to_thread(self.store.listing)
+        plan = plan_recovery(stored, image_files=image_files, partial_files=partial_files)
         for record in plan.records:
             self.records[record.image_id] = record
             self._seq = max(self._seq, record.seq)
+        for name in plan.stray_images:
+            await asyncio.to_thread(self.store.remove, name, partial=False)
+        for name in plan.stray_partials:
+            await asyncio.to_thread(self.store.remove, name, cached=False)
+        if plan.dropped:
+            await self.db.delete(*plan.dropped)
+        if plan.changed:
+            await self.db.save(*plan.changed)
         self.pool.start()
         for record in self.records.queue_order():
             self.pool.submit(record.image_id, record.seq)
