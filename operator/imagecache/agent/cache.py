@@ -39,6 +39,7 @@ from imagecache.agent.metrics import AgentMetrics
 from imagecache.agent.pins import Pins
 from imagecache.agent.room import Room
 from imagecache.agent.settings import AgentSettings
+from imagecache.agent.startup import open_and_repair
 from imagecache.agent.store import Store
 from imagecache.agent.upstreams import (
     BadUpstreamAnswer,
@@ -51,7 +52,7 @@ from imagecache.agent.workers import WorkerPool
 from imagecache.core import images
 from imagecache.core.ids import is_valid_image_id
 from imagecache.core.images import ImageRecord, State
-from imagecache.core.recovery import plan_recovery
+from imagecache.core.recovery import invalid_budget
 from imagecache.core.table import ImageTable
 from imagecache.core.wire import ImageReport
 
@@ -73,7 +74,7 @@ class ImageCache:
         self.settings = settings
         self.upstream = upstream
         self.metrics = metrics
-        self.store = Store(settings.cache_dir)
+        self.store = Store(settings.cache_dir, invalid_max_bytes=invalid_budget(settings.max_size))
         self.db = Database(self.store.database)
         self.records = ImageTable()
         self.locks = IdLocks()
@@ -104,26 +105,18 @@ class ImageCache:
             cache_images=lambda: float(self.records.count("cached")),
             queue_length=lambda: float(self.records.count("queued", "caching")),
             in_flight=lambda: float(len(self.pool.running)),
+            invalid_files=lambda: float(self.store.invalid_files),
+            invalid_bytes=lambda: float(self.store.invalid_bytes),
         )
 
     # --- lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
         """Create the layout, load and repair the records, start the workers, resume the queue."""
         await asyncio.to_thread(self.store.create)
-        stored = await self.db.open()
-        image_files, partial_files = await asyncio.to_thread(self.store.listing)
-        plan = plan_recovery(stored, image_files=image_files, partial_files=partial_files)
+        plan = await open_and_repair(self.store, self.db)
         for record in plan.records:
             self.records[record.image_id] = record
             self._seq = max(self._seq, record.seq)
-        for name in plan.stray_images:
-            await asyncio.to_thread(self.store.remove, name, partial=False)
-        for name in plan.stray_partials:
-            await asyncio.to_thread(self.store.remove, name, cached=False)
-        if plan.dropped:
-            await self.db.delete(*plan.dropped)
-        if plan.changed:
-            await self.db.save(*plan.changed)
         self.pool.start()
         for record in self.records.queue_order():
             self.pool.submit(record.image_id, record.seq)
@@ -264,7 +257,8 @@ class ImageCache:
         """Unlink the image's files; a file being served is doomed instead (see `Pins`)."""
         if self.pins.is_pinned(image_id):
             self.pins.doom(image_id, size or 0)
-            await asyncio.to_thread(self.store.remove, image_id, cached=False)
+            # Unseal it now: a restart before the last reader goes must not re-adopt it.
+            await asyncio.to_thread(self.store.remove, image_id, cached=False, seal=True)
         else:
             await asyncio.to_thread(self.store.remove, image_id)
 

@@ -95,6 +95,7 @@ async def clean_view(request: web.Request) -> web.Response:
         live=cache.live_downloads(),
         stalled_before=time.time() - cache.settings.stall_timeout,
     )
+    await asyncio.to_thread(cache.store.prune_invalid)  # counts what is left in invalid/
     return web.Response(status=200)
 
 

@@ -216,7 +216,7 @@ class Downloader:
         async with self.locks.hold(image_id):
             if self.current(image_id, seq) is None:
                 raise Superseded(image_id)
-            await asyncio.to_thread(self._commit_file, image_id, handle)
+            await asyncio.to_thread(self._commit_file, image_id, handle, fetched.md5)
             self.pins.reclaim(image_id)  # a doomed file of the same id was just replaced
             finished = images.finish(
                 self.records[image_id], size=fetched.size, checksum=fetched.md5, now=time.time()
@@ -231,7 +231,7 @@ class Downloader:
             extra={"event": "cached", "image_id": image_id},
         )
 
-    def _commit_file(self, image_id: str, handle: BinaryIO) -> None:
+    def _commit_file(self, image_id: str, handle: BinaryIO, md5: str) -> None:
         """Rename only the file that was written and hashed (same inode), never another."""
         try:
             on_disk = os.stat(self.store.partial_path(image_id))
@@ -244,7 +244,7 @@ class Downloader:
             raise TransientFetchError(
                 "partial file was replaced before commit", reason="partial_replaced"
             )
-        self.store.commit(image_id, handle)
+        self.store.commit(image_id, handle, md5=md5)
 
     def _update(self, image_id: str, seq: int, change: Callable[[ImageRecord], Any]) -> None:
         record = self.current(image_id, seq)

@@ -15,6 +15,14 @@ class AgentMetrics:
         r = self.registry
         self.cache_bytes = Gauge("imagecache_cache_bytes", "Bytes of cached images.", registry=r)
         self.cache_images = Gauge("imagecache_cache_images", "Cached images.", registry=r)
+        self.invalid_files = Gauge(
+            "imagecache_invalid_files",
+            "Files kept in invalid/ (failed verification or changed on disk; bounded).",
+            registry=r,
+        )
+        self.invalid_bytes = Gauge(
+            "imagecache_invalid_bytes", "Bytes of the files kept in invalid/.", registry=r
+        )
         self.queue_length = Gauge(
             "imagecache_queue_length", "Images queued or downloading.", registry=r
         )
@@ -57,9 +65,13 @@ class AgentMetrics:
         cache_images: Callable[[], float],
         queue_length: Callable[[], float],
         in_flight: Callable[[], float],
+        invalid_files: Callable[[], float],
+        invalid_bytes: Callable[[], float],
     ) -> None:
         """Read the live gauges from the service when scraped."""
         self.cache_bytes.set_function(cache_bytes)
         self.cache_images.set_function(cache_images)
         self.queue_length.set_function(queue_length)
         self.in_flight.set_function(in_flight)
+        self.invalid_files.set_function(invalid_files)
+        self.invalid_bytes.set_function(invalid_bytes)
