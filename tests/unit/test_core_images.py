@@ -131,4 +131,3 @@ def test_cached_entry() -> None:
         "id": "a",
         "checksum": "c",
     }
-
