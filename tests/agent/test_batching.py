@@ -19,12 +19,14 @@ class Recorder:
         self._thread: int | None = None
         self.release = threading.Event()
         self.release.set()
+        self.entered = threading.Event()  # a call is running (and blocked on `release`)
 
     def __call__(self, key: int) -> int:
         if self._thread != threading.get_ident() or self._current is None:
             self._current, self._thread = [], threading.get_ident()
             self.hops.append(self._current)
         self._current.append(key)
+        self.entered.set()
         self.release.wait(10)
         if key < 0:
             raise ValueError(f"negative {key}")
@@ -39,10 +41,12 @@ async def test_calls_made_while_a_hop_runs_share_the_next_one() -> None:
     recorder.release.clear()  # the first hop blocks until every other call is waiting
     batch = ThreadBatch(recorder)
     first = asyncio.ensure_future(batch.call(0))
-    await asyncio.sleep(0)  # the first hop starts with key 0 alone
+    # The first hop runs key 0 alone: wait until its thread is inside the call (and blocked),
+    # not for a number of loop turns, which raced the executor thread.
+    assert await asyncio.to_thread(recorder.entered.wait, 10)
     others = [asyncio.ensure_future(batch.call(k)) for k in range(1, 50)]
-    await asyncio.sleep(0)
-    recorder.new_hop()
+    await asyncio.sleep(0)  # every other call is waiting for the next hop
+    recorder.new_hop()  # safe: the thread is blocked on `release`
     recorder.release.set()
     assert await first == 0
     assert await asyncio.gather(*others) == [k * 10 for k in range(1, 50)]

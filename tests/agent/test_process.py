@@ -4,7 +4,9 @@ Covers: ``kill -9`` mid-download then restart → the download resumes with ``Ra
 bytes in ``incomplete/`` and the image is complete and correct; a restart never lists a partial
 image; a queued image survives ``kill -9`` (durable queue); SIGTERM drains and exits 0 with a
 download in flight (which resumes at the next start); bad settings exit non-zero with one line
-naming the setting; a non-loopback listen address without a token file is refused.
+naming the setting (a file-path setting naming no readable file too: ``--listen 0.0.0.0
+--token-file /missing`` refuses to start); a non-loopback listen address without a token file is
+refused.
 """
 
 from __future__ import annotations
@@ -151,6 +153,26 @@ def test_sigterm_drains_and_exits_0(tmp_path: Path, upstream: HttpFileServer) ->
         pytest.param(["--upstream", "file:///tmp", "--listen", "nonsense"], "listen", id="listen"),
         pytest.param(
             ["--upstream", "file:///tmp", "--listen", "0.0.0.0:9292"], "listen", id="open-network"
+        ),
+        pytest.param(
+            ["--upstream", "file:///tmp", "--listen", "0.0.0.0:0", "--token-file", "/missing"],
+            "token_file",
+            id="open-network-missing-token-file",
+        ),
+        pytest.param(
+            ["--upstream", "file:///tmp", "--listen", "127.0.0.1:0", "--token-file", "/tmp"],
+            "token_file",
+            id="token-file-is-a-directory",
+        ),
+        pytest.param(
+            ["--upstream", "http://127.0.0.1:1/", "--upstream-token-file", "/missing"],
+            "upstream_token_file",
+            id="missing-upstream-token-file",
+        ),
+        pytest.param(
+            ["--upstream", "file:///missing-upstream-dir", "--listen", "127.0.0.1:0"],
+            "upstream",
+            id="missing-file-upstream",
         ),
     ],
 )

@@ -134,6 +134,8 @@ async def test_openapi_document_lists_every_route(make_agent: AgentFactory) -> N
         info = resource.get_info()
         path = info.get("path") or info.get("formatter")
         for route in resource:
+            if route.method == "*":
+                continue  # a catch-all that only answers 405 for the undocumented methods
             if route.method != "HEAD" or path.endswith("/file"):
                 served.add((path, route.method))
     assert served <= documented, served - documented

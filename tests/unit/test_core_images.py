@@ -131,16 +131,3 @@ def test_cached_entry() -> None:
         "id": "a",
         "checksum": "c",
     }
-
-
-@pytest.mark.parametrize(
-    ("attempt", "jitter", "expected"),
-    [
-        pytest.param(1, 0.0, 0.5, id="first-low"),
-        pytest.param(1, 1.0, 1.0, id="first-high"),
-        pytest.param(3, 1.0, 4.0, id="third"),
-        pytest.param(20, 1.0, 60.0, id="capped"),
-    ],
-)
-def test_retry_delay(attempt: int, jitter: float, expected: float) -> None:
-    assert images.retry_delay(attempt, base=1.0, cap=60.0, jitter=jitter) == pytest.approx(expected)

@@ -1,4 +1,5 @@
-"""`ImageTable`: a mapping whose state index and cached-bytes total follow every write."""
+"""`ImageTable`: a mapping whose state index, cached-bytes total and queue order (positions by
+binary search) follow every write, checked against full scans (`images.queue_positions`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import random
 
 import pytest
 
+from imagecache.core import images
 from imagecache.core.images import ImageRecord, State
 from imagecache.core.table import STATES, ImageTable
 
@@ -52,3 +54,27 @@ def test_random_writes_match_a_full_scan() -> None:
             assert {r.image_id for r in table.in_state(state)} == {
                 r.image_id for r in table.values() if r.state == state
             }
+
+
+def test_queue_positions_and_order_match_a_full_sort() -> None:
+    """Positions kept by binary search equal the reference sort of the whole queue."""
+    rng = random.Random(11)
+    table = ImageTable()
+    seq = 0
+    for _ in range(1500):
+        image_id = f"i{rng.randrange(40)}"
+        if rng.random() < 0.2:
+            table.pop(image_id, None)
+        else:
+            seq += 1
+            state = rng.choice(STATES)
+            table[image_id] = ImageRecord(image_id=image_id, state=state, seq=seq)
+        waiting = list(table.in_state("queued", "caching"))
+        expected = images.queue_positions(waiting)
+        assert {i: table.queue_position(i) for i in expected} == expected
+        assert [r.image_id for r in table.queue_order()] == [
+            r.image_id for r in images.queue_order(waiting)
+        ]
+        for record_ in table.in_state("cached", "failed"):
+            assert table.queue_position(record_.image_id) is None
+    assert table.queue_position("unknown") is None

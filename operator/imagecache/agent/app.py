@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -11,22 +12,31 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from imagecache.agent.appkeys import CACHE, METRICS, SETTINGS
-from imagecache.agent.auth import TokenFile
+from imagecache.agent.auth import AcceptedTokens
 from imagecache.agent.cache import ImageCache
+from imagecache.agent.image_index import make_image_index
+from imagecache.agent.images_api import IMAGE_INDEX
+from imagecache.agent.keystone import Keystone, make_keystone
 from imagecache.agent.metrics import AgentMetrics
 from imagecache.agent.middlewares import auth_middleware, errors_middleware
 from imagecache.agent.settings import AgentSettings
+from imagecache.agent.token_file import TokenFile
+from imagecache.agent.upstream_auth import KeystoneAuth, StaticToken
 from imagecache.agent.upstream_file import FileUpstream
-from imagecache.agent.upstream_http import GlanceUpstream, HttpUpstream, read_token
+from imagecache.agent.upstream_http import GlanceUpstream, HttpUpstream
 from imagecache.agent.upstreams import Upstream
 from imagecache.agent.views import routes
 
 
 def create_app(settings: AgentSettings, *, upstream: Upstream | None = None) -> web.Application:
     """The agent's aiohttp application; the cache opens and closes with it (`cleanup_ctx`)."""
-    tokens = TokenFile(settings.token_file) if settings.token_file is not None else None
+    tokens = (
+        AcceptedTokens(TokenFile(settings.token_file)) if settings.token_file is not None else None
+    )
+    keystone = make_keystone(settings.os_cloud, roles=settings.roles, clock=time.time)
+    inbound = keystone if settings.auth == "keystone" else None
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware(tokens)],
+        middlewares=[errors_middleware, auth_middleware(tokens, inbound)],
         handler_args={"max_field_size": 16384, "max_line_size": 16384},
     )
     metrics = AgentMetrics()
@@ -39,13 +49,26 @@ def create_app(settings: AgentSettings, *, upstream: Upstream | None = None) -> 
             settings.upstream,
             stall_timeout=settings.stall_timeout,
             token_file=settings.upstream_token_file,
+            keystone=keystone,
         ),
         metrics,
     )
+    app[IMAGE_INDEX] = make_image_index(app[CACHE].upstream)
     app.add_routes(routes())
     app.cleanup_ctx.append(_threads)
     app.cleanup_ctx.append(_cache)
+    app.on_shutdown.append(_drain)
+    if keystone is not None:
+        app.cleanup_ctx.append(_closing(keystone))
     return app
+
+
+def _closing(keystone: Keystone) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        yield
+        await keystone.close()
+
+    return context
 
 
 async def _threads(app: web.Application) -> AsyncIterator[None]:
@@ -60,18 +83,45 @@ async def _threads(app: web.Application) -> AsyncIterator[None]:
     executor.shutdown(wait=False, cancel_futures=True)
 
 
+async def _drain(app: web.Application) -> None:
+    """Shutdown: downloads running get ``drain_timeout`` to finish (`ImageCache.drain`)."""
+    await app[CACHE].drain(app[SETTINGS].drain_timeout)
+
+
 async def _cache(app: web.Application) -> AsyncIterator[None]:
     await app[CACHE].open()
     yield
     await app[CACHE].close()
 
 
-def make_upstream(url: str, *, stall_timeout: float, token_file: Path | None) -> Upstream:
-    """The upstream named by the ``upstream`` setting (already validated)."""
+def make_upstream(
+    url: str,
+    *,
+    stall_timeout: float,
+    token_file: Path | None,
+    keystone: Keystone | None = None,
+) -> Upstream:
+    """The upstream named by the ``upstream`` setting (already validated).
+
+    With a `keystone` (setting ``os_cloud``) a Glance upstream gets the agent's Keystone token,
+    and ``glance://`` its endpoint from the catalog; otherwise the token of `token_file`.
+    """
     parts = urlsplit(url)
+    token = StaticToken(TokenFile(token_file) if token_file is not None else None)
     if parts.scheme == "file":
         return FileUpstream(Path(parts.path))
-    if parts.scheme in ("glance+http", "glance+https"):
-        base = url.removeprefix("glance+")
-        return GlanceUpstream(base, stall_timeout=stall_timeout, token=read_token(token_file))
-    return HttpUpstream(url, stall_timeout=stall_timeout, token=read_token(token_file))
+    if parts.scheme in ("glance", "glance+http", "glance+https"):
+        if keystone is None:
+            return GlanceUpstream(
+                url.removeprefix("glance+"),
+                stall_timeout=stall_timeout,
+                auth=token,
+            )
+        auth = KeystoneAuth(keystone)
+        return GlanceUpstream(
+            "" if parts.scheme == "glance" else url.removeprefix("glance+"),
+            endpoint=auth.endpoint,
+            stall_timeout=stall_timeout,
+            auth=auth,
+        )
+    return HttpUpstream(url, stall_timeout=stall_timeout, auth=token)

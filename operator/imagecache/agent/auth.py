@@ -1,47 +1,28 @@
-"""Client tokens (SPEC §2.4): accepted tokens from `token_file`, re-read when the file changes,
-compared in constant time."""
+"""Client tokens (SPEC §2.4): accepted tokens from `token_file` (read by token_file.TokenFile,
+re-read when the file changes), compared in constant time."""
 
 from __future__ import annotations
 
 import hmac
-import os
-from pathlib import Path
 
 from aiohttp import web
 
+from imagecache.agent.token_file import TokenFile
 
-class TokenFile:
-    """The set of accepted tokens, one per line of a file (blank lines and ``#`` ignored)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._key: tuple[int, int, int] | None = None
-        self._tokens: list[bytes] = []
+class AcceptedTokens:
+    """The client tokens of `token_file` (re-read when it changes, off the event loop)."""
 
-    def tokens(self) -> list[bytes]:
-        try:
-            stat = os.stat(self.path)
-        except OSError:
-            self._key, self._tokens = None, []
-            return []
-        key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-        if key != self._key:
-            lines = self.path.read_text(errors="replace").splitlines()
-            self._tokens = [
-                line.strip().encode()
-                for line in lines
-                if line.strip() and not line.lstrip().startswith("#")
-            ]
-            self._key = key
-        return self._tokens
+    def __init__(self, source: TokenFile) -> None:
+        self.source = source
 
-    def accepts(self, presented: str | None) -> bool:
+    async def accepts(self, presented: str | None) -> bool:
         if not presented:
             return False
         candidate = presented.encode("utf-8", "surrogateescape")
         matched = False
-        for token in self.tokens():  # compare against every token: no early exit
-            matched |= hmac.compare_digest(candidate, token)
+        for token in await self.source.tokens():  # compare against every token: no early exit
+            matched |= hmac.compare_digest(candidate, token.encode("utf-8", "surrogateescape"))
         return matched
 
 

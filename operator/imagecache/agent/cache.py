@@ -1,47 +1,70 @@
-"""`ImageCache`: the agent's service layer — queue, download, evict, serve, report.
+"""`ImageCache`: the agent's service facade — what the views and the app lifecycle call.
 
-Holds the live `ImageRecord`s (persisted through `Database`), the `WorkerPool`, the `Store` and
-the `Upstream`; views call it and never touch those directly. State changes go through the pure
-functions of `imagecache.core.images`; eviction choices through `imagecache.core.eviction`.
+Lifecycle (`open`, `drain`, `close`, `readiness`), the Glance cache API (`queue`, `delete`,
+`clear`, `listing`, `report`), serving (`pin`, `read_through`, `open_upstream`) and upkeep
+(`prune`, `clean`, `holds`, `check_upstream`). The work is done by:
+
+- `downloading.Downloader`: the worker pool's job (retries, one attempt, the commit);
+- `room.Room`: reservations and eviction under ``max_size``;
+- `pins.Pins`: files being served, and those removed while served;
+- `id_locks.IdLocks`: operations on one image id never interleave (queue, delete, clear,
+  evict, commit, fail each hold the id).
+
+Live records are an `ImageTable` persisted through `Database`; state changes go through the
+pure functions of `imagecache.core.images`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import random
 import time
-from collections import Counter
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Literal
 
 from imagecache.agent.db import Database
-from imagecache.agent.errors import BadRequest, NotFound, UpstreamUnavailable
-from imagecache.agent.fetching import PermanentFetchError, TransientFetchError, fetch
-from imagecache.agent.metrics import AgentMetrics, failure_reason
+from imagecache.agent.downloading import Downloader, to_completion
+from imagecache.agent.errors import (
+    BadGateway,
+    BadRequest,
+    NotFound,
+    QueueFull,
+    UpstreamUnavailable,
+    from_upstream,
+)
+from imagecache.agent.id_locks import IdLocks
+from imagecache.agent.metrics import AgentMetrics
+from imagecache.agent.pins import Pins
+from imagecache.agent.room import Room
 from imagecache.agent.settings import AgentSettings
+from imagecache.agent.startup import open_and_repair
 from imagecache.agent.store import Store
 from imagecache.agent.upstreams import (
+    BadUpstreamAnswer,
+    ByteStream,
     ImageMeta,
-    ImageNotFound,
-    TransientUpstreamError,
     Upstream,
     UpstreamError,
 )
 from imagecache.agent.workers import WorkerPool
 from imagecache.core import images
-from imagecache.core.eviction import Candidate, DoesNotFit, choose_victims
 from imagecache.core.ids import is_valid_image_id
 from imagecache.core.images import ImageRecord, State
-from imagecache.core.recovery import plan_recovery
+from imagecache.core.recovery import invalid_budget
 from imagecache.core.table import ImageTable
 from imagecache.core.wire import ImageReport
 
 log = logging.getLogger("imagecache.agent")
 
 ClearTarget = Literal["all", "cache", "queue"]
+CLEARED: dict[ClearTarget, tuple[State, ...]] = {
+    "all": ("cached", "queued", "caching"),
+    "cache": ("cached",),
+    "queue": ("queued", "caching"),
+}
+QUEUE_FULL_RETRY_AFTER = 30  # seconds; a full queue drains at download speed, not instantly
 
 
 class ImageCache:
@@ -51,130 +74,233 @@ class ImageCache:
         self.settings = settings
         self.upstream = upstream
         self.metrics = metrics
-        self.store = Store(settings.cache_dir)
+        self.store = Store(settings.cache_dir, invalid_max_bytes=invalid_budget(settings.max_size))
         self.db = Database(self.store.database)
         self.records = ImageTable()
-        self.pool = WorkerPool(settings.workers, self._download, metrics.worker_restarts.inc)
+        self.locks = IdLocks()
+        self.pins = Pins(on_unpinned=self._unpinned)
+        self.room = Room(
+            max_size=settings.max_size,
+            records=self.records,
+            pins=self.pins,
+            locks=self.locks,
+            evict=self._evict,
+        )
+        self.downloader = Downloader(
+            settings=settings,
+            upstream=upstream,
+            store=self.store,
+            db=self.db,
+            records=self.records,
+            metrics=metrics,
+            locks=self.locks,
+            pins=self.pins,
+            room=self.room,
+        )
+        self.pool = WorkerPool(settings.workers, self.downloader.run, metrics.worker_restarts.inc)
         self._seq = 0
-        self._putting: dict[str, asyncio.Future[None]] = {}
-        self._pins: Counter[str] = Counter()
-        self._reserved: dict[str, int] = {}
+        self._removals: set[asyncio.Task[None]] = set()
         metrics.bind(
             cache_bytes=lambda: float(self.records.cached_bytes),
             cache_images=lambda: float(self.records.count("cached")),
             queue_length=lambda: float(self.records.count("queued", "caching")),
             in_flight=lambda: float(len(self.pool.running)),
+            invalid_files=lambda: float(self.store.invalid_files),
+            invalid_bytes=lambda: float(self.store.invalid_bytes),
         )
 
     # --- lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
         """Create the layout, load and repair the records, start the workers, resume the queue."""
         await asyncio.to_thread(self.store.create)
-        stored = await self.db.open()
-        image_files, partial_files = await asyncio.to_thread(self.store.listing)
-        plan = plan_recovery(stored, image_files=image_files, partial_files=partial_files)
+        plan = await open_and_repair(self.store, self.db)
         for record in plan.records:
             self.records[record.image_id] = record
             self._seq = max(self._seq, record.seq)
-        for name in plan.stray_images:
-            await asyncio.to_thread(self.store.remove, name, partial=False)
-        for name in plan.stray_partials:
-            await asyncio.to_thread(self.store.remove, name, cached=False)
-        if plan.dropped:
-            await self.db.delete(*plan.dropped)
-        if plan.changed:
-            await self.db.save(*plan.changed)
         self.pool.start()
-        for record in images.queue_order(self.records.in_state("queued")):
+        for record in self.records.queue_order():
             self.pool.submit(record.image_id, record.seq)
         log.info("cache opened", extra={"event": "opened", "images": len(self.records)})
 
+    async def drain(self, grace: float) -> None:
+        """SIGTERM: start no new download; those running get `grace` seconds to finish.
+
+        The ones still running afterwards are stopped by `close` and resume at the next start
+        (their records stay queued or caching, their partial files stay).
+        """
+        running = self.pool.drain()
+        if running:
+            log.info(
+                "draining %d downloads for up to %.0fs",
+                len(running),
+                grace,
+                extra={"event": "draining"},
+            )
+            await asyncio.wait(running, timeout=grace)
+
     async def close(self) -> None:
         await self.pool.stop()
+        if self._removals:
+            await asyncio.gather(*self._removals, return_exceptions=True)
         await self.db.close()
         await self.upstream.close()
 
     def ready(self) -> dict[str, bool]:
         return {"database": self.db.is_open, "workers": self.pool.alive()}
 
+    async def readiness(self) -> dict[str, bool]:
+        """`/readyz`'s checks: the database, the workers and a writable cache directory."""
+        checks = self.ready()
+        checks["cache_dir"] = await asyncio.to_thread(self.store.writable)
+        return checks
+
     # --- the Glance cache API --------------------------------------------------------------
-    async def queue(self, image_id: str) -> None:
-        """`PUT /v2/cache/{id}`: durably queued on return (idempotent)."""
+    async def queue(self, image_id: str, *, meta: ImageMeta | None = None) -> None:
+        """`PUT /v2/cache/{id}`: durably queued on return (idempotent); `QueueFull` at the bound.
+
+        The upstream's metadata (`meta`, when the caller already has it) is handed to the
+        download, so an image's metadata is asked once. An answer outside the agent's bounds
+        (`BadUpstreamAnswer`: a redirect, an unsupported digest, ...) records the image
+        ``failed`` with that reason at once.
+        """
         if not is_valid_image_id(image_id):
             raise NotFound(f"No image with id {image_id!r}")
-        while (busy := self._putting.get(image_id)) is not None:
-            await asyncio.shield(busy)  # a concurrent PUT of the same id: share its outcome
-        existing = self.records.get(image_id)
-        if existing is not None and existing.state != "failed":
-            return
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._putting[image_id] = done
-        try:
-            meta = await self._metadata(image_id)
+        self._check_room_in_queue(image_id)
+        async with self.locks.hold(image_id):
+            existing = self.records.get(image_id)
+            if existing is not None and existing.state != "failed":
+                return
+            self._check_room_in_queue(image_id)
+            try:
+                meta = meta or await self.upstream.metadata(image_id)
+            except BadUpstreamAnswer as error:
+                await self._refuse(existing, image_id, error)
+                return
+            except UpstreamError as error:
+                raise from_upstream(error, image_id) from error
             if meta.status != "active":
                 raise BadRequest(f"Image {image_id} is not active (status {meta.status!r})")
             self._seq += 1
-            record = images.enqueue(
-                self.records.get(image_id), image_id=image_id, seq=self._seq, now=time.time()
-            )
+            record = images.enqueue(existing, image_id=image_id, seq=self._seq, now=time.time())
             if record is None:
                 return
             record = images.progress(record, done=0)
             await self.db.save(record)
             self.records[image_id] = record
+            self.downloader.hand_over(image_id, record.seq, meta)
             self.pool.submit(image_id, record.seq)
-            log.info("queued %s", image_id, extra={"event": "queued", "image_id": image_id})
-        finally:
-            del self._putting[image_id]
-            done.set_result(None)
+        log.info("queued %s", image_id, extra={"event": "queued", "image_id": image_id})
+
+    def _check_room_in_queue(self, image_id: str) -> None:
+        existing = self.records.get(image_id)
+        if existing is not None and existing.state != "failed":
+            return  # idempotent: already queued, caching or cached
+        if self.records.count("queued", "caching") >= self.settings.max_queue:
+            raise QueueFull(
+                f"The cache queue is full ({self.settings.max_queue} images); retry later",
+                retry_after=QUEUE_FULL_RETRY_AFTER,
+            )
+
+    async def _refuse(
+        self, existing: ImageRecord | None, image_id: str, error: BadUpstreamAnswer
+    ) -> None:
+        """Holding the id: the image fails at once with the upstream's reason."""
+        self._seq += 1
+        record = images.enqueue(existing, image_id=image_id, seq=self._seq, now=time.time())
+        if record is None:
+            return
+        failed = images.fail(record, error=str(error))
+        await self.db.save(failed)
+        self.records[image_id] = failed
+        self.metrics.failures.labels(error.reason).inc()
+        log.warning(
+            "caching %s failed: %s",
+            image_id,
+            error,
+            extra={"event": "failed", "image_id": image_id},
+        )
 
     async def _metadata(self, image_id: str) -> ImageMeta:
         try:
             return await self.upstream.metadata(image_id)
-        except ImageNotFound as error:
-            raise NotFound(f"No image with id {image_id!r}") from error
-        except TransientUpstreamError as error:
-            raise UpstreamUnavailable(f"Upstream unavailable: {error}") from error
-        except UpstreamError as error:  # e.g. our upstream token is refused: fixable, retry
-            raise UpstreamUnavailable(f"Upstream refused image {image_id}: {error}") from error
+        except UpstreamError as error:
+            raise from_upstream(error, image_id) from error
 
     async def delete(self, image_id: str) -> None:
         """`DELETE /v2/cache/{id}`: out of cache and queue; a download in flight stops."""
         if not is_valid_image_id(image_id):
             raise NotFound(f"No image with id {image_id!r}")
-        await self._forget([image_id])
+        async with self.locks.hold(image_id):
+            await to_completion(self._remove([image_id]))
 
     async def clear(self, target: ClearTarget) -> None:
         """`DELETE /v2/cache`: the cache, the queue, or both."""
-        states: dict[ClearTarget, tuple[State, ...]] = {
-            "all": ("cached", "queued", "caching"),
-            "cache": ("cached",),
-            "queue": ("queued", "caching"),
-        }
-        await self._forget([r.image_id for r in self.records.in_state(*states[target])])
+        states = CLEARED[target]
+        image_ids = [r.image_id for r in self.records.in_state(*states)]
+        async with self.locks.hold(*image_ids):
+            still = [i for i in image_ids if (r := self.records.get(i)) and r.state in states]
+            await to_completion(self._remove(still))
 
-    async def _forget(self, image_ids: list[str]) -> None:
-        for image_id in image_ids:
-            self.records.pop(image_id, None)
+    async def _remove(self, image_ids: list[str]) -> None:
+        """Records, downloads, rows and files of `image_ids` (the caller holds the ids)."""
+        removed = {i: r for i in image_ids if (r := self.records.pop(i, None)) is not None}
         await asyncio.gather(*(self.pool.cancel(i) for i in image_ids))
         await self.db.delete(*image_ids)
         for image_id in image_ids:
-            if not self._pins[image_id]:
-                await asyncio.to_thread(self.store.remove, image_id)
+            self.room.release(image_id, notify=False)
+            record = removed.get(image_id)
+            await self._remove_files(image_id, record.size if record is not None else None)
             log.info("removed %s", image_id, extra={"event": "removed", "image_id": image_id})
+        self.room.notify()
+
+    async def _remove_files(self, image_id: str, size: int | None) -> None:
+        """Unlink the image's files; a file being served is doomed instead (see `Pins`)."""
+        if self.pins.is_pinned(image_id):
+            self.pins.doom(image_id, size or 0)
+            # Unseal it now: a restart before the last reader goes must not re-adopt it.
+            await asyncio.to_thread(self.store.remove, image_id, cached=False, seal=True)
+        else:
+            await asyncio.to_thread(self.store.remove, image_id)
+
+    async def _evict(self, victims: list[str]) -> None:
+        """`Room`'s eviction: the victims' ids are held and their records already dropped."""
+
+        async def evict() -> None:
+            try:
+                await self.db.delete(*victims)
+                for image_id in victims:
+                    await self._remove_files(image_id, None)
+            finally:
+                self.locks.release_all(victims)
+
+        self.metrics.evictions.inc(len(victims))
+        await to_completion(evict())
+
+    def _unpinned(self, image_id: str) -> None:
+        """The last pin of `image_id` went: a doomed file can go now."""
+        self.room.notify()
+        if self.pins.is_doomed(image_id):
+            task = asyncio.get_running_loop().create_task(self._remove_doomed(image_id))
+            self._removals.add(task)
+            task.add_done_callback(self._removals.discard)
+
+    async def _remove_doomed(self, image_id: str) -> None:
+        async with self.locks.hold(image_id):
+            if self.pins.is_doomed(image_id) and not self.pins.is_pinned(image_id):
+                await asyncio.to_thread(self.store.remove, image_id, partial=False)
+                self.pins.reclaim(image_id)
+                self.room.notify()
 
     def listing(self) -> dict[str, Any]:
         """`GET /v2/cache`: Glance's two keys plus the per-image reports."""
-        waiting = list(self.records.in_state("queued", "caching"))
-        positions = images.queue_positions(waiting)
-        order = images.queue_order(waiting)
+        order = self.records.queue_order()
+        caching = list(self.records.in_state("caching"))
         return {
             "cached_images": [images.cached_entry(r) for r in self.records.in_state("cached")],
             "queued_images": [r.image_id for r in order],
             "caching_images": [
-                images.report(r, image_id=r.image_id, queue_position=positions.get(r.image_id))
-                for r in order
-                if r.state == "caching"
+                images.report(r, image_id=r.image_id, queue_position=0)
+                for r in sorted(caching, key=lambda r: r.seq)
             ],
             "failed_images": [
                 images.report(r, image_id=r.image_id, queue_position=None)
@@ -183,14 +309,11 @@ class ImageCache:
         }
 
     def report(self, image_id: str) -> ImageReport:
-        """`GET /v2/cache/{id}`."""
+        """`GET /v2/cache/{id}` (its queue position in O(log n))."""
         if not is_valid_image_id(image_id):
             raise NotFound(f"No image with id {image_id!r}")
         record = self.records.get(image_id)
-        position = None
-        if record is not None and record.state in ("queued", "caching"):
-            waiting = self.records.in_state("queued", "caching")
-            position = images.queue_positions(waiting).get(image_id)
+        position = self.records.queue_position(image_id)
         return images.report(record, image_id=image_id, queue_position=position)
 
     # --- serving ---------------------------------------------------------------------------
@@ -199,31 +322,25 @@ class ImageCache:
     ) -> tuple[Path, ImageRecord, Callable[[], None]] | None:
         """A cached image for serving: its file, record and a release callback, or None.
 
-        A `read` (GET, not HEAD) counts a hit or a miss; the image is never evicted until
-        `release()` is called.
+        A `read` (GET, not HEAD) counts a hit or a miss; the image is never evicted, and its
+        file never removed, until `release()` is called.
         """
         record = self.records.get(image_id)
         if record is None or record.state != "cached":
             if read:
                 self.metrics.misses.inc()
             return None
-        self._pins[image_id] += 1
+        release = self.pins.pin(image_id)
         if read:
             record = images.hit(record, now=time.time())
             self.records[image_id] = record
             self.db.save_soon(record)
             self.metrics.hits.inc()
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self._pins[image_id] -= 1
-                if self._pins[image_id] <= 0:
-                    del self._pins[image_id]
-
         return self.store.image_path(image_id), record, release
+
+    def pinned(self) -> frozenset[str]:
+        """The images being served right now (never evicted)."""
+        return self.pins.pinned()
 
     async def read_through(self, image_id: str, *, read: bool = True) -> ImageMeta:
         """A miss: metadata for streaming from upstream; a `read` (GET, not HEAD) also queues
@@ -233,163 +350,26 @@ class ImageCache:
             raise NotFound(f"Image {image_id} has no data (status {meta.status!r})")
         if read and self.settings.cache_on_read:
             try:
-                await self.queue(image_id)
-            except (NotFound, BadRequest, UpstreamUnavailable) as error:
+                await self.queue(image_id, meta=meta)
+            except (NotFound, BadRequest, BadGateway, UpstreamUnavailable, QueueFull) as error:
                 log.warning("read-through queue of %s failed: %s", image_id, error)
         return meta
 
-    # --- downloading -----------------------------------------------------------------------
-    def _current(self, image_id: str, seq: int) -> ImageRecord | None:
+    def open_upstream(self, image_id: str) -> AbstractAsyncContextManager[ByteStream]:
+        """The image's bytes from the upstream, for a read-through `GET`."""
+        return self.upstream.open(image_id, 0)
+
+    # --- upkeep (Glance 33's prune, clean, nodes) ------------------------------------------
+    def holds(self, image_id: str) -> bool:
+        """Whether the image is cached here."""
         record = self.records.get(image_id)
-        if record is None or record.seq != seq or record.state not in ("queued", "caching"):
-            return None
-        return record
+        return record is not None and record.state == "cached"
 
-    async def _download(self, image_id: str, seq: int) -> None:
-        """One queued image, with retries; the worker pool runs this."""
-        attempt = 0
-        started = time.monotonic()
-        try:
-            while (record := self._current(image_id, seq)) is not None:
-                attempt += 1
-                try:
-                    await self._attempt(record)
-                except TransientFetchError as error:
-                    self.metrics.failures.labels(failure_reason(str(error))).inc()
-                    if attempt >= self.settings.retries:
-                        await self._fail(image_id, seq, f"{error} (after {attempt} attempts)")
-                        return
-                    self._update(
-                        image_id, seq, functools.partial(images.retry_later, error=str(error))
-                    )
-                    delay = images.retry_delay(
-                        attempt, base=self.settings.retry_backoff, cap=300.0, jitter=random.random()
-                    )
-                    log.warning(
-                        "download of %s failed (%s); retrying in %.2fs",
-                        image_id,
-                        error,
-                        delay,
-                        extra={"event": "retrying", "image_id": image_id},
-                    )
-                    await asyncio.sleep(delay)
-                    continue
-                except PermanentFetchError as error:
-                    self.metrics.failures.labels(failure_reason(str(error))).inc()
-                    await self._fail(image_id, seq, str(error))
-                    return
-                self.metrics.duration.observe(time.monotonic() - started)
-                return
-        finally:
-            self._reserved.pop(image_id, None)
+    async def check_upstream(self, image_id: str) -> None:
+        """`NotFound` when the upstream does not know the image, `UpstreamUnavailable` when it
+        cannot say."""
+        await self._metadata(image_id)
 
-    async def _attempt(self, record: ImageRecord) -> None:
-        image_id, seq = record.image_id, record.seq
-        try:
-            meta = await self.upstream.metadata(image_id)
-        except ImageNotFound as error:
-            raise PermanentFetchError("image not found upstream") from error
-        except TransientUpstreamError as error:
-            raise TransientFetchError(str(error)) from error
-        except UpstreamError as error:
-            raise PermanentFetchError(str(error)) from error
-        if meta.status != "active":
-            raise PermanentFetchError(f"image is not active upstream (status {meta.status!r})")
-        if meta.size is not None:
-            await self._make_room(image_id, meta.size)
-        resumed = await asyncio.to_thread(self.store.partial_size, image_id)
-        self._update(
-            image_id,
-            seq,
-            lambda r: images.start(r, now=time.time(), size=meta.size, resumed_bytes=resumed),
-        )
-        current = self.records.get(image_id)
-        if current is not None:
-            self.db.save_soon(current)
-            log.info(
-                "%s %s (attempt %d)",
-                "resuming" if resumed else "downloading",
-                image_id,
-                current.attempts,
-                extra={"event": "resumed" if resumed else "started", "image_id": image_id},
-            )
-        last = [resumed]
-
-        def on_progress(done: int) -> None:
-            self.metrics.downloaded.inc(max(0, done - last[0]))
-            last[0] = done
-            self._update(image_id, seq, lambda r: images.progress(r, done=done))
-
-        result = await fetch(
-            upstream=self.upstream,
-            store=self.store,
-            image_id=image_id,
-            meta=meta,
-            max_size=self.settings.max_size,
-            on_progress=on_progress,
-            resume_from=resumed,
-        )
-        self._update(
-            image_id,
-            seq,
-            lambda r: images.finish(r, size=result.size, checksum=result.md5, now=time.time()),
-        )
-        finished = self.records.get(image_id)
-        if finished is not None and finished.seq == seq:
-            await self.db.save(finished)
-            log.info(
-                "cached %s (%d bytes)",
-                image_id,
-                result.size,
-                extra={"event": "cached", "image_id": image_id},
-            )
-
-    async def _make_room(self, image_id: str, size: int) -> None:
-        used = self.records.cached_bytes + sum(
-            v for k, v in self._reserved.items() if k != image_id
-        )
-        try:
-            victims = choose_victims(
-                cached=(
-                    Candidate(r.image_id, r.size or 0, r.last_accessed or 0.0)
-                    for r in self.records.in_state("cached")
-                ),
-                pinned=set(self._pins),
-                used=used,
-                incoming=size,
-                max_size=self.settings.max_size,
-            )
-        except DoesNotFit as error:
-            raise PermanentFetchError(str(error)) from error
-        self._reserved[image_id] = size
-        if victims:
-            log.info("evicting %s", ", ".join(victims), extra={"event": "evicted"})
-            self.metrics.evictions.inc(len(victims))
-            await self._forget(victims)
-
-    def _update(self, image_id: str, seq: int, change: Any) -> None:
-        record = self._current(image_id, seq)
-        if record is not None:
-            self.records[image_id] = change(record)
-
-    async def _fail(self, image_id: str, seq: int, error: str) -> None:
-        record = self._current(image_id, seq)
-        if record is None:
-            return
-        if record.state == "queued":
-            record = images.start(
-                record, now=time.time(), size=record.size, resumed_bytes=record.bytes
-            )
-        failed = images.fail(record, error=error)
-        self.records[image_id] = failed
-        # Give the space back (a file that failed verification is already in invalid/).
-        await asyncio.to_thread(self.store.remove, image_id, cached=False)
-        failed = images.progress(failed, done=0)
-        self.records[image_id] = failed
-        await self.db.save(failed)
-        log.warning(
-            "caching %s failed: %s",
-            image_id,
-            error,
-            extra={"event": "failed", "image_id": image_id},
-        )
+    def live_downloads(self) -> set[str]:
+        """Ids whose partial files a download owns (queued or caching)."""
+        return {r.image_id for r in self.records.in_state("queued", "caching")}

@@ -1,13 +1,18 @@
 """The durable queue and cache metadata: one SQLite database (WAL) in the cache directory.
 
-All SQLite calls run on one dedicated thread. Writes are group-committed: every write queued
-while a transaction is being committed goes into the next one, so many concurrent `PUT`s share
-one fsync; `save` returns only after the transaction holding its row has committed.
+All SQLite calls run on one dedicated thread, on one connection holding an exclusive lock (one
+agent per cache directory; with no shared-memory file to create, the database opens and reads
+on a full disk). Writes are group-committed: every write queued while a transaction is being
+committed goes into the next one, so many concurrent `PUT`s share one fsync; `save` returns only
+after the transaction holding its row has committed. A write the full disk refuses raises
+`DatabaseFull` (answered 507), any other failure `DatabaseError` (503).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import functools
 import sqlite3
 from collections.abc import Callable
@@ -47,6 +52,22 @@ class DatabaseError(Exception):
     """The database cannot be opened or written."""
 
 
+class DatabaseFull(DatabaseError):
+    """The disk holding the database is full (SQLite's ``SQLITE_FULL``, or ``ENOSPC``)."""
+
+
+def _translated(error: Exception) -> DatabaseError:
+    """One `DatabaseError` for any failure of a SQLite call; a full disk is `DatabaseFull`."""
+    if isinstance(error, DatabaseError):
+        return error
+    code = getattr(error, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_FULL or (
+        isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
+    ):
+        return DatabaseFull(f"disk full: {error}")
+    return DatabaseError(str(error))
+
+
 class Database:
     """Image records, persisted; open with `open()`, close with `close()`."""
 
@@ -68,6 +89,9 @@ class Database:
 
         def connect() -> list[ImageRecord]:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # One agent owns the directory: exclusive locking keeps the WAL index in memory
+            # (no -shm file to create), so a database opens, and reads, on a full disk.
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.executescript(_SCHEMA)
@@ -77,8 +101,9 @@ class Database:
 
         try:
             records = await self._run(connect)
-        except sqlite3.Error as error:
-            raise DatabaseError(f"cannot open {self.path}: {error}") from error
+        except (sqlite3.Error, OSError) as error:
+            failure = _translated(error)
+            raise type(failure)(f"cannot open {self.path}: {failure}") from error
         self._writer = asyncio.create_task(self._write_loop(), name="db-writer")
         self.is_open = True
         return records
@@ -135,7 +160,7 @@ class Database:
             except Exception as error:  # every waiter learns of it
                 for _, future in batch:
                     if future is not None and not future.done():
-                        future.set_exception(DatabaseError(str(error)))
+                        future.set_exception(_translated(error))
             else:
                 for _, future in batch:
                     if future is not None and not future.done():
@@ -151,7 +176,11 @@ class Database:
         try:
             for sql, params in ops:
                 conn.execute(sql, params)
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            # A COMMIT that fails (disk full) may leave the transaction open: end it, or every
+            # later BEGIN fails too, long after the disk has room again.
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")

@@ -5,11 +5,22 @@ own thread; hashlib releases the GIL) and written (a third thread), chunk N+1 is
 At most two chunks are in memory per download. A resume first re-hashes the bytes already in
 ``incomplete/<id>`` and asks the upstream for the rest with ``Range``.
 
-Errors::
+Bounds: a body is never read past what it may hold — the upstream's declared size (a longer
+body fails at the first chunk carrying an extra byte, reason ``too_long``), else ``max_size``;
+without a declared size the download's room is reserved as it grows (`reserve`), so the cache
+cannot pass ``max_size`` on images of unknown size.
+
+Errors (each with a snake_case `reason`: the metric label)::
 
     FetchError
-     ├── TransientFetchError   retry later (connection, 5xx, stall, truncated body)
-     └── PermanentFetchError   give up (not found, refused, verification, too big, disk full)
+     ├── TransientFetchError   retry later: the upstream's transient reasons (connection, stall,
+     │                         upstream_5xx, truncated, ...), no_room
+     └── PermanentFetchError   give up: the upstream's permanent reasons (not_found, refused,
+                               redirect, ...), verification, too_large, too_long, disk_full,
+                               write_failed
+
+`upstream_errors()` is the one place an `UpstreamError` becomes a `FetchError` (as httpx maps
+transport errors once); the reason is carried over unchanged.
 """
 
 from __future__ import annotations
@@ -19,16 +30,17 @@ import ctypes
 import ctypes.util
 import errno
 import hashlib
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import aclosing
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
 from imagecache.agent.store import Store
 from imagecache.agent.upstreams import (
     CHUNK_SIZE,
+    DEFAULT_HASH_ALGO,
+    HASH_ALGOS,
     ImageMeta,
-    ImageNotFound,
     TransientUpstreamError,
     Upstream,
     UpstreamError,
@@ -36,10 +48,18 @@ from imagecache.agent.upstreams import (
 from imagecache.core.sizes import format_size
 
 WRITEBACK_EVERY = 32 * 2**20  # start writeback early: the final fsync has little left
+RESERVE_STEP = 64 * 2**20  # an image of unknown size reserves room in steps of this
 
 
 class FetchError(Exception):
-    """A download attempt failed."""
+    """A download attempt failed; `reason` is a short snake_case label."""
+
+    reason = "other"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
 
 
 class TransientFetchError(FetchError):
@@ -47,7 +67,19 @@ class TransientFetchError(FetchError):
 
 
 class PermanentFetchError(FetchError):
-    """Not worth another attempt; the message is the reason reported."""
+    """Not worth another attempt; the message is what the image's report says."""
+
+
+@contextmanager
+def upstream_errors() -> Iterator[None]:
+    """Translate what an upstream raises into a `FetchError` (same message and reason)."""
+    try:
+        yield
+    except TransientUpstreamError as error:
+        raise TransientFetchError(str(error), reason=error.reason) from error
+    except UpstreamError as error:
+        message = "image not found upstream" if error.reason == "not_found" else str(error)
+        raise PermanentFetchError(message, reason=error.reason) from error
 
 
 @dataclass(frozen=True)
@@ -74,13 +106,24 @@ async def fetch(
     max_size: int,
     on_progress: Callable[[int], None],
     resume_from: int,
+    commit: Callable[[BinaryIO, Fetched], Awaitable[None]],
+    reserve: Callable[[int], Awaitable[None]] | None = None,
 ) -> Fetched:
-    """Download, verify and commit one image (one attempt)."""
-    algo = (meta.os_hash_algo or "sha512").lower()
-    try:
-        md5, os_hash = hashlib.md5(), hashlib.new(algo)
-    except ValueError as error:
-        raise PermanentFetchError(f"unsupported os_hash_algo {algo!r}") from error
+    """Download, verify and commit one image (one attempt).
+
+    When `meta.size` is unknown, `reserve(total)` is awaited before the bytes on disk pass what
+    was reserved so far (in steps of `RESERVE_STEP`, never above `max_size`); it raises a
+    `FetchError` when the room cannot be had.
+
+    `commit` takes the open file that was written and hashed, once it is verified, and puts it
+    in place (it owns the handle from then on).
+    """
+    algo = (meta.os_hash_algo or DEFAULT_HASH_ALGO).lower()
+    if algo not in HASH_ALGOS:  # upstreams check this already (upstreams.image_meta)
+        raise PermanentFetchError(
+            f"unsupported os_hash_algo {algo[:32]!r}", reason="unsupported_hash_algo"
+        )
+    md5, os_hash = hashlib.md5(), hashlib.new(algo)
     hashers: list[Any] = [md5, os_hash]
     offset = resume_from
     if meta.size is not None and offset > meta.size:
@@ -89,36 +132,78 @@ async def fetch(
     try:
         if offset:
             offset = await asyncio.to_thread(_rehash, store, image_id, hashers)
-        try:
+        grow = _Growth(reserve, max_size) if meta.size is None and reserve is not None else None
+        with upstream_errors():
             async with upstream.open(image_id, offset) as stream:
                 if stream.offset != offset:  # the upstream ignored Range: start over
                     md5, os_hash = hashlib.md5(), hashlib.new(algo)
                     hashers = [md5, os_hash]
                     offset = stream.offset
                 handle = await asyncio.to_thread(store.open_partial, image_id, offset)
-                done = await _pump(stream.chunks(), handle, hashers, offset, max_size, on_progress)
-        except ImageNotFound as error:
-            raise PermanentFetchError("image not found upstream") from error
-        except TransientUpstreamError as error:
-            raise TransientFetchError(str(error)) from error
-        except UpstreamError as error:
-            raise PermanentFetchError(str(error)) from error
+                done = await _pump(
+                    stream.chunks(),
+                    handle,
+                    hashers,
+                    offset,
+                    _Bounds(meta.size, max_size, grow),
+                    on_progress,
+                )
         failure = _verify(meta, done, md5.hexdigest(), os_hash.hexdigest(), algo)
         if failure is not None:
             await asyncio.to_thread(handle.close)
             handle = None
             await asyncio.to_thread(store.reject, image_id)
-            raise PermanentFetchError(failure)
-        await asyncio.to_thread(store.commit, image_id, handle)
+            raise PermanentFetchError(failure, reason="verification")
+        fetched = Fetched(size=done, md5=md5.hexdigest())
+        await commit(handle, fetched)
         handle = None
-        return Fetched(size=done, md5=md5.hexdigest())
+        return fetched
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise PermanentFetchError("disk full") from error
-        raise PermanentFetchError(f"cache write failed: {error.strerror or error}") from error
+            raise PermanentFetchError("disk full", reason="disk_full") from error
+        raise PermanentFetchError(
+            f"cache write failed: {error.strerror or error}", reason="write_failed"
+        ) from error
     finally:
         if handle is not None:
             await asyncio.shield(asyncio.to_thread(handle.close))
+
+
+class _Growth:
+    """The room reserved so far for an image of unknown size, grown by `reserve`."""
+
+    def __init__(self, reserve: Callable[[int], Awaitable[None]], max_size: int) -> None:
+        self.reserve = reserve
+        self.max_size = max_size
+        self.reserved = 0
+
+    async def cover(self, total: int) -> None:
+        if total > self.reserved:
+            self.reserved = min(self.max_size, total + RESERVE_STEP)
+            await self.reserve(self.reserved)
+
+
+@dataclass(frozen=True)
+class _Bounds:
+    """How far a body may go: its declared size, max_size, and the room reserved so far."""
+
+    declared: int | None
+    max_size: int
+    growth: _Growth | None
+
+    async def check(self, total: int) -> None:
+        """Fail before writing a chunk that takes the body to `total` bytes past its bounds."""
+        if self.declared is not None and total > self.declared:
+            raise PermanentFetchError(
+                f"upstream sent more than the declared {self.declared} bytes", reason="too_long"
+            )
+        if total > self.max_size:
+            raise PermanentFetchError(
+                f"image is larger than max_size ({format_size(self.max_size)})",
+                reason="too_large",
+            )
+        if self.growth is not None:
+            await self.growth.cover(total)
 
 
 async def _pump(
@@ -126,7 +211,7 @@ async def _pump(
     handle: BinaryIO,
     hashers: list[Any],
     done: int,
-    max_size: int,
+    bounds: _Bounds,
     on_progress: Callable[[int], None],
 ) -> int:
     """Stream chunks into the file and the hashers; chunk N is absorbed while N+1 is read."""
@@ -137,10 +222,7 @@ async def _pump(
             async for chunk in chunks:
                 if pending is not None:
                     await pending
-                if done + len(chunk) > max_size:
-                    raise PermanentFetchError(
-                        f"image is larger than max_size ({format_size(max_size)})"
-                    )
+                await bounds.check(done + len(chunk))
                 writeback = done - flushed >= WRITEBACK_EVERY
                 if writeback:
                     flushed = done

@@ -1,19 +1,16 @@
-"""`imagecache-agent`: parse settings, configure logs, serve until SIGTERM/SIGINT, exit 0."""
+"""`imagecache-agent`: note stop signals, parse and check settings, log, serve, exit 0.
+
+SIGTERM/SIGINT are noted from the first line of `main` (`StopRequest`): a signal during
+imports, settings or startup ends the process with status 0 once startup is done, like one
+while serving. That is why this module imports next to nothing at the top and the agent itself
+inside `main`, after the handlers are in place: importing aiohttp and pydantic
+takes most of a second, during which the default action of SIGTERM would kill the process.
+"""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import logging
 import sys
 from collections.abc import Sequence
-
-from aiohttp import web
-
-from imagecache.agent.app import create_app
-from imagecache.agent.db import DatabaseError
-from imagecache.agent.logs import configure_logging
-from imagecache.agent.settings import SettingsError, load_settings
 
 
 def _bound_malloc() -> None:
@@ -25,6 +22,9 @@ def _bound_malloc() -> None:
     bounds RSS but costs ~20 % of caching throughput in page faults; a single arena keeps heap
     reuse, and its lock is taken once per 4 MiB chunk. bench/README.md has both measurements.
     """
+    import ctypes
+    import ctypes.util
+
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         m_arena_max = -8
@@ -34,37 +34,45 @@ def _bound_malloc() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from imagecache.agent.signals import StopRequest  # standard library only: see above
+
+    stop = StopRequest()
+    stop.install()
+
+    import asyncio
+    import logging
+
+    from imagecache.agent.db import DatabaseError
+    from imagecache.agent.keystone import KeystoneError
+    from imagecache.agent.logs import configure_logging
+    from imagecache.agent.preflight import check_paths
+    from imagecache.agent.serving import serve
+    from imagecache.agent.settings import SettingsError, load_settings
+
     try:
         settings = load_settings(argv)
+        check_paths(settings)
     except SettingsError as error:
         print(f"imagecache-agent: {error}", file=sys.stderr)
         sys.exit(2)
     configure_logging(settings.log_format, settings.log_level)
     _bound_malloc()
     log = logging.getLogger("imagecache.agent")
-    try:
-        settings.cache_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        print(f"imagecache-agent: invalid setting cache_dir: {error}", file=sys.stderr)
-        sys.exit(2)
     log.info(
         "starting on %s, upstream %s",
         settings.listen,
         settings.upstream,
         extra={"event": "starting"},
     )
-    # run_app turns SIGTERM/SIGINT into a graceful shutdown: stop accepting, close
-    # connections within `shutdown_timeout`, then the cleanup contexts (workers, database).
     try:
-        web.run_app(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            shutdown_timeout=settings.drain_timeout,
-            print=None,
-            access_log=None,
-            handle_signals=True,
+        asyncio.run(serve(settings, stop))
+    except KeystoneError as error:  # os_cloud names no usable clouds.yaml entry
+        print(
+            f"imagecache-agent: invalid setting os_cloud (--os-cloud / IMAGECACHE_OS_CLOUD): "
+            f"{error}",
+            file=sys.stderr,
         )
+        sys.exit(2)
     except (OSError, DatabaseError) as error:  # cannot bind, cache dir or database unusable
         log.debug("start failed", exc_info=True)
         print(f"imagecache-agent: cannot start: {error}", file=sys.stderr)

@@ -15,6 +15,14 @@ class AgentMetrics:
         r = self.registry
         self.cache_bytes = Gauge("imagecache_cache_bytes", "Bytes of cached images.", registry=r)
         self.cache_images = Gauge("imagecache_cache_images", "Cached images.", registry=r)
+        self.invalid_files = Gauge(
+            "imagecache_invalid_files",
+            "Files kept in invalid/ (failed verification or changed on disk; bounded).",
+            registry=r,
+        )
+        self.invalid_bytes = Gauge(
+            "imagecache_invalid_bytes", "Bytes of the files kept in invalid/.", registry=r
+        )
         self.queue_length = Gauge(
             "imagecache_queue_length", "Images queued or downloading.", registry=r
         )
@@ -36,6 +44,16 @@ class AgentMetrics:
         self.hits = Counter("imagecache_hits", "Image reads served from the cache.", registry=r)
         self.misses = Counter("imagecache_misses", "Image reads not in the cache.", registry=r)
         self.evictions = Counter("imagecache_evictions", "Images evicted (LRU).", registry=r)
+        self.connections_open = Gauge(
+            "imagecache_connections_open", "Client connections open now.", registry=r
+        )
+        self.connections_refused = Counter(
+            "imagecache_connections_refused",
+            "Client connections closed unserved: limit, evicted (oldest still sending its "
+            "headers), header_timeout, accept_failed (out of file descriptors).",
+            ["reason"],
+            registry=r,
+        )
         self.worker_restarts = Counter(
             "imagecache_worker_restarts", "Worker tasks restarted after a crash.", registry=r
         )
@@ -47,28 +65,13 @@ class AgentMetrics:
         cache_images: Callable[[], float],
         queue_length: Callable[[], float],
         in_flight: Callable[[], float],
+        invalid_files: Callable[[], float],
+        invalid_bytes: Callable[[], float],
     ) -> None:
         """Read the live gauges from the service when scraped."""
         self.cache_bytes.set_function(cache_bytes)
         self.cache_images.set_function(cache_images)
         self.queue_length.set_function(queue_length)
         self.in_flight.set_function(in_flight)
-
-
-def failure_reason(error: str) -> str:
-    """A low-cardinality label for a failure message."""
-    lowered = error.lower()
-    for key, label in (
-        ("not found", "not_found"),
-        ("mismatch", "verification"),
-        ("max_size", "too_large"),
-        ("disk full", "disk_full"),
-        ("stalled", "stall"),
-        ("answered 5", "upstream_5xx"),
-        ("connection", "connection"),
-        ("cannot reach", "connection"),
-        ("space", "no_space"),
-    ):
-        if key in lowered:
-            return label
-    return "other"
+        self.invalid_files.set_function(invalid_files)
+        self.invalid_bytes.set_function(invalid_bytes)

@@ -8,8 +8,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from imagecache.agent.auth import TokenFile, presented_token
+from imagecache.agent.auth import AcceptedTokens, presented_token
+from imagecache.agent.db import DatabaseError, DatabaseFull
 from imagecache.agent.errors import ApiError
+from imagecache.agent.keystone import Keystone, KeystoneError
 
 log = logging.getLogger("imagecache.agent.http")
 
@@ -53,7 +55,23 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except ApiError as error:
-        return error_response(error.status, error.title, str(error), request=request)
+        return error_response(
+            error.status, error.title, str(error), headers=error.headers or None, request=request
+        )
+    except DatabaseFull:
+        return error_response(
+            507,
+            "Insufficient Storage",
+            "The cache disk is full: the request could not be recorded.",
+            request=request,
+        )
+    except DatabaseError:
+        return error_response(
+            503,
+            "Service Unavailable",
+            "The cache database cannot be written right now.",
+            request=request,
+        )
     except web.HTTPException as error:
         if error.status < 400:
             raise
@@ -70,21 +88,54 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         )
 
 
-def auth_middleware(tokens: TokenFile | None) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """Require a valid token on everything but `OPEN_PATHS` (no-op without a token file)."""
+def auth_middleware(
+    tokens: AcceptedTokens | None, keystone: Keystone | None = None
+) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Require a valid token on everything but `OPEN_PATHS`.
+
+    Token-file mode (`keystone` None): a token of the file; no-op without a file. Keystone
+    mode: a token of the file (the operator's) or a Keystone token holding one of the roles:
+    401 when Keystone does not know it (or it expired), 403 when it lacks the roles, 503 when
+    Keystone cannot be asked.
+    """
+
+    def unauthorized(request: web.Request) -> web.Response:
+        return error_response(
+            401,
+            "Unauthorized",
+            "This server could not verify that you are authorized "
+            "to access the document you requested.",
+            {"WWW-Authenticate": 'Bearer realm="imagecache"'},
+            request,
+        )
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if tokens is None or request.path in OPEN_PATHS:
+        if (tokens is None and keystone is None) or request.path in OPEN_PATHS:
             return await handler(request)
-        if not tokens.accepts(presented_token(request)):
+        presented = presented_token(request)
+        if tokens is not None and await tokens.accepts(presented):
+            return await handler(request)
+        if keystone is None or not presented:
+            return unauthorized(request)
+        try:
+            outcome = await keystone.check(presented)
+        except KeystoneError as error:
+            log.warning("cannot validate a token: %s", error)
             return error_response(
-                401,
-                "Unauthorized",
-                "This server could not verify that you are authorized "
-                "to access the document you requested.",
-                {"WWW-Authenticate": 'Bearer realm="imagecache"'},
-                request,
+                503,
+                "Service Unavailable",
+                "Keystone cannot validate tokens right now.",
+                request=request,
+            )
+        if outcome == "invalid":
+            return unauthorized(request)
+        if outcome == "forbidden":
+            return error_response(
+                403,
+                "Forbidden",
+                "You are not authorized to complete this action.",
+                request=request,
             )
         return await handler(request)
 

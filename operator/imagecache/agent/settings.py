@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -38,8 +39,9 @@ class AgentSettings(BaseSettings):
         Path("./imagecache-data"), description="Cache root; created if missing."
     )
     upstream: str = Field(
-        description="Where images come from: file:///dir, http(s)://base/ or "
-        "glance+http(s)://host:port (required)."
+        description="Where images come from: file:///dir, http(s)://base/, "
+        "glance+http(s)://host:port, or glance:// (the image endpoint from the service "
+        "catalog of --os-cloud) (required)."
     )
     upstream_token_file: Path | None = Field(
         None, description="File holding the token sent to a Glance upstream as X-Auth-Token."
@@ -48,6 +50,28 @@ class AgentSettings(BaseSettings):
         None,
         description="File of accepted client tokens, one per line; re-read when it changes. "
         "Without it the API is open (loopback only, unless --insecure-no-auth).",
+    )
+    auth: Literal["token-file", "keystone"] = Field(
+        "token-file",
+        description="How clients are authenticated: token-file (the tokens of --token-file) "
+        "or keystone (X-Auth-Token validated against Keystone with --os-cloud's credentials, "
+        "one of --keystone-roles required; the tokens of --token-file are accepted too).",
+    )
+    os_cloud: str | None = Field(
+        None,
+        description="Cloud name in clouds.yaml (OS_CLIENT_CONFIG_FILE or the usual places): "
+        "its Keystone credentials authenticate the agent to a Glance upstream and validate "
+        "client tokens in keystone mode.",
+    )
+    keystone_roles: str = Field(
+        "admin",
+        description="Comma-separated Keystone roles; in keystone mode a client token needs "
+        "one of them.",
+    )
+    self_url: str | None = Field(
+        None,
+        description="This agent's node reference URL, answered by GET /v2/cache/nodes/{id}. "
+        "Unset: http://$POD_IP:<port> when POD_IP is set, else http://<listen address>.",
     )
     insecure_no_auth: bool = Field(
         False, description="Allow listening on a non-loopback address without a token file."
@@ -63,6 +87,12 @@ class AgentSettings(BaseSettings):
         "treated as a transient failure.",
     )
     retries: int = Field(3, ge=1, le=100, description="Attempts for transient upstream failures.")
+    max_queue: int = Field(
+        10_000,
+        ge=1,
+        description="Images waiting or downloading at most; a PUT of a new image beyond it is "
+        "answered 429 with Retry-After. Each waiting image costs ~1 KiB of memory and a row.",
+    )
     retry_backoff: float = Field(
         1.0, ge=0, description="Base of the exponential retry backoff, in seconds (with jitter)."
     )
@@ -78,6 +108,20 @@ class AgentSettings(BaseSettings):
         ge=0,
         description="Seconds SIGTERM waits for downloads before abandoning them "
         "(they resume at the next start).",
+    )
+    max_connections: int = Field(
+        0,
+        ge=0,
+        description="Client connections served at once; at the limit the oldest connection "
+        "still sending its headers is closed, else a new one is answered 503 (probes keep a "
+        "small reserve). 0: from the fd limit, (RLIMIT_NOFILE - 64 - 4 x workers - 16) / 2, "
+        "at most 4096.",
+    )
+    header_timeout: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds a new connection has to send its complete request head; "
+        "slower clients (slowloris) are disconnected.",
     )
 
     @field_validator("log_level", mode="before")
@@ -102,20 +146,62 @@ class AgentSettings(BaseSettings):
     @classmethod
     def _check_upstream(cls, value: str) -> str:
         parts = urlsplit(value)
-        if parts.scheme == "file":
+        if parts.scheme == "glance":
+            if parts.netloc or parts.path.strip("/"):
+                raise ValueError("glance:// takes no host: use glance+http(s)://host:port")
+        elif parts.scheme == "file":
             if not parts.path.startswith("/"):
                 raise ValueError("file upstream needs an absolute path: file:///dir")
         elif parts.scheme in ("http", "https", "glance+http", "glance+https"):
             if not parts.hostname:
                 raise ValueError(f"{parts.scheme} upstream needs a host")
         else:
-            raise ValueError("must be file:///dir, http(s)://base/ or glance+http(s)://host:port")
+            raise ValueError(
+                "must be file:///dir, http(s)://base/, glance+http(s)://host:port or glance://"
+            )
         return value
+
+    @field_validator("keystone_roles")
+    @classmethod
+    def _check_roles(cls, value: str) -> str:
+        if not [role for role in value.split(",") if role.strip()]:
+            raise ValueError("needs at least one role")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_self_url(cls, data: Any) -> Any:
+        """``self_url`` defaults to the pod's address (env ``POD_IP``), else the listen one."""
+        if not isinstance(data, dict) or data.get("self_url"):
+            return data
+        listen = data.get("listen") or cls.model_fields["listen"].default
+        try:
+            host, port = split_listen(str(listen))
+        except ValueError:
+            return data  # the listen validator names the problem
+        host = os.environ.get("POD_IP") or host
+        if ":" in host:
+            host = f"[{host}]"
+        return {**data, "self_url": f"http://{host}:{port}"}
+
+    @model_validator(mode="after")
+    def _check_keystone(self) -> AgentSettings:
+        if self.auth == "keystone" and self.os_cloud is None:
+            raise ValueError("os_cloud: auth keystone validates tokens with a cloud's credentials")
+        scheme = urlsplit(self.upstream).scheme
+        if scheme == "glance" and self.os_cloud is None:
+            raise ValueError("os_cloud: upstream glance:// takes the endpoint from its catalog")
+        if self.os_cloud is not None and self.upstream_token_file is not None:
+            raise ValueError(
+                "upstream_token_file: give either it or os_cloud (Keystone tokens), not both"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_open_network(self) -> AgentSettings:
         host, _ = split_listen(self.listen)
-        if self.token_file is None and not self.insecure_no_auth and not _is_loopback(host):
+        open_api = self.token_file is None and self.auth == "token-file"
+        if open_api and not self.insecure_no_auth and not _is_loopback(host):
             raise ValueError(
                 f"listen: refusing to listen on non-loopback {host} without --token-file "
                 "(pass --insecure-no-auth to allow it)"
@@ -129,6 +215,11 @@ class AgentSettings(BaseSettings):
     @property
     def port(self) -> int:
         return split_listen(self.listen)[1]
+
+    @property
+    def roles(self) -> frozenset[str]:
+        """`keystone_roles` as a set of role names."""
+        return frozenset(role.strip() for role in self.keystone_roles.split(",") if role.strip())
 
 
 def split_listen(value: str) -> tuple[str, int]:

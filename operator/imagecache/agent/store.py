@@ -3,8 +3,10 @@
 Layout under ``cache_dir``::
 
     images/<id>        complete, verified images (the only files ever served)
+    seals/<id>.json    what was verified of images/<id> at commit (see scan.py)
     incomplete/<id>    downloads in progress (resumed from here after a crash)
-    invalid/<id>       downloads that failed verification, kept for inspection
+    invalid/<id>       downloads that failed verification, kept for inspection (the newest
+                       `INVALID_KEEP`, within ``invalid_max_bytes``)
     imagecache.db      the SQLite database (see db.py)
 
 Every method here blocks (file I/O); callers run them in a worker thread.
@@ -15,24 +17,39 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from imagecache.agent import scan
+from imagecache.core.recovery import INVALID_KEEP, FileFacts, prune_invalid
+
+PROBE_BLOCK = b"\0" * 4096
 
 
 class Store:
     """File operations on one cache directory; ids are validated before they get here."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, invalid_max_bytes: int | None = None) -> None:
         self.root = root
         self.images = root / "images"
+        self.seals = root / "seals"
         self.incomplete = root / "incomplete"
         self.invalid = root / "invalid"
         self.database = root / "imagecache.db"
+        self.invalid_max_bytes = invalid_max_bytes
+        self.invalid_files = 0
+        """Files in ``invalid/`` after the last `prune_invalid` (read by the metrics)."""
+        self.invalid_bytes = 0
+        """Their bytes (counted here: they are on the disk, outside ``max_size``)."""
 
     def create(self) -> None:
-        for directory in (self.root, self.images, self.incomplete, self.invalid):
+        for directory in (self.root, self.images, self.seals, self.incomplete, self.invalid):
             directory.mkdir(parents=True, exist_ok=True)
+
+    def seal_path(self, image_id: str) -> Path:
+        return self.seals / f"{image_id}.json"
 
     def image_path(self, image_id: str) -> Path:
         return self.images / image_id
@@ -60,38 +77,83 @@ class Store:
             while chunk := handle.read(chunk_size):
                 yield chunk
 
-    def commit(self, image_id: str, handle: BinaryIO) -> None:
-        """fsync the partial file, rename it into images/, fsync the directory."""
+    def commit(self, image_id: str, handle: BinaryIO, *, md5: str | None = None) -> None:
+        """fsync the partial file, seal it (with `md5`), rename it into images/, fsync.
+
+        The seal is written before the rename: a crash in between leaves a sealed image that
+        the next start adopts, never an image that claims more than was verified.
+        """
         os.fsync(handle.fileno())
+        if md5 is not None:
+            scan.write_seal(
+                self.seal_path(image_id), os.fstat(handle.fileno()), md5=md5, now=time.time()
+            )
         handle.close()
         os.replace(self.partial_path(image_id), self.image_path(image_id))
         _fsync_dir(self.images)
 
     def reject(self, image_id: str) -> None:
-        """Move a partial that failed verification to invalid/."""
+        """Move a partial that failed verification to invalid/ (which stays bounded)."""
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.partial_path(image_id), self.invalid / image_id)
+        self.prune_invalid()
 
-    def remove(self, image_id: str, *, cached: bool = True, partial: bool = True) -> None:
+    def reject_image(self, image_id: str) -> None:
+        """Move a cached file whose content changed to invalid/, and drop its seal."""
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.image_path(image_id), self.invalid / image_id)
+        with contextlib.suppress(FileNotFoundError):
+            self.seal_path(image_id).unlink()
+        self.prune_invalid()
+
+    def prune_invalid(self) -> None:
+        """Keep the newest `INVALID_KEEP` rejected files within ``invalid_max_bytes``, and
+        count what stays (`invalid_files`, `invalid_bytes`)."""
+        budget = self.invalid_max_bytes if self.invalid_max_bytes is not None else 2**63
+        found = scan.regular_files(self.invalid)
+        doomed = prune_invalid(found, keep=INVALID_KEEP, max_bytes=budget)
+        for name in doomed:
+            with contextlib.suppress(FileNotFoundError):
+                (self.invalid / name).unlink()
+        kept = [facts.size for name, facts in found.items() if name not in doomed]
+        self.invalid_files, self.invalid_bytes = len(kept), sum(kept)
+
+    def remove(
+        self, image_id: str, *, cached: bool = True, partial: bool = True, seal: bool | None = None
+    ) -> None:
+        """Unlink the image (and its seal) and/or the partial file; missing files are fine."""
         for wanted, path in (
             (cached, self.image_path(image_id)),
+            (cached if seal is None else seal, self.seal_path(image_id)),
             (partial, self.partial_path(image_id)),
         ):
             if wanted:
                 with contextlib.suppress(FileNotFoundError):
                     path.unlink()
 
-    def listing(self) -> tuple[dict[str, int], dict[str, int]]:
-        """The files in images/ and in incomplete/, each name with its size."""
-        return _file_sizes(self.images), _file_sizes(self.incomplete)
+    def listing(self) -> tuple[dict[str, FileFacts], dict[str, FileFacts]]:
+        """The regular files in images/ and in incomplete/ (symlinks are not files here)."""
+        return scan.regular_files(self.images), scan.regular_files(self.incomplete)
 
     def writable(self) -> bool:
+        """Whether a block can be written and flushed in the cache directory now.
+
+        An empty file is not proof: a full filesystem still has inodes. One block of data,
+        flushed, is; it is removed again at once.
+        """
         probe = self.root / ".probe"
         try:
-            probe.write_bytes(b"")
-            probe.unlink()
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            try:
+                os.write(fd, PROBE_BLOCK)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         except OSError:
             return False
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
         return True
 
     def free_bytes(self) -> int:
@@ -104,8 +166,3 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _file_sizes(directory: Path) -> dict[str, int]:
-    with os.scandir(directory) as entries:
-        return {e.name: e.stat().st_size for e in entries if e.is_file(follow_symlinks=False)}

@@ -1,4 +1,8 @@
-"""The file upstream: image ``X`` is ``<dir>/X``, with an optional Glance sidecar ``X.json``."""
+"""The file upstream: image ``X`` is ``<dir>/X``, with an optional Glance sidecar ``X.json``.
+
+The sidecar is read up to `METADATA_LIMIT` bytes and its fields pass `upstreams.image_meta`'s
+bounds, as an HTTP upstream's metadata does.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +17,14 @@ from typing import Any, BinaryIO
 from imagecache.agent.batching import ThreadBatch
 from imagecache.agent.upstreams import (
     CHUNK_SIZE,
+    METADATA_LIMIT,
+    BadUpstreamAnswer,
     ByteStream,
     ChunkStream,
     ImageMeta,
     ImageNotFound,
-    PermanentUpstreamError,
     TransientUpstreamError,
-    optional_text,
+    image_meta,
 )
 from imagecache.core.ids import is_valid_image_id
 
@@ -48,25 +53,38 @@ class FileUpstream:
         except FileNotFoundError as error:
             raise ImageNotFound(path.name) from error
         except OSError as error:
-            raise TransientUpstreamError(f"cannot stat {path.name}: {error}") from error
+            raise TransientUpstreamError(
+                f"cannot stat {path.name}: {error}", reason="connection"
+            ) from error
         if not S_ISREG(stat.st_mode):
             raise ImageNotFound(path.name)
         fields: dict[str, Any] = {}
         sidecar = path.with_name(path.name + ".json")
         try:
-            fields = json.loads(sidecar.read_text())
+            with sidecar.open("rb") as handle:
+                text = handle.read(METADATA_LIMIT + 1)
+            if len(text) > METADATA_LIMIT:
+                raise BadUpstreamAnswer(
+                    f"sidecar {sidecar.name} is larger than {METADATA_LIMIT} bytes",
+                    reason="metadata_too_large",
+                )
+            fields = json.loads(text)
         except FileNotFoundError:
             pass
         except (OSError, ValueError) as error:
-            raise PermanentUpstreamError(f"unreadable sidecar {sidecar.name}: {error}") from error
+            raise BadUpstreamAnswer(
+                f"unreadable sidecar {sidecar.name}: {error}", reason="bad_metadata"
+            ) from error
         if not isinstance(fields, dict):
-            raise PermanentUpstreamError(f"sidecar {sidecar.name} is not a JSON object")
-        return ImageMeta(
+            raise BadUpstreamAnswer(
+                f"sidecar {sidecar.name} is not a JSON object", reason="bad_metadata"
+            )
+        return image_meta(
             size=stat.st_size,
-            status=str(fields.get("status", "active")),
-            checksum=optional_text(fields.get("checksum")),
-            os_hash_algo=optional_text(fields.get("os_hash_algo")),
-            os_hash_value=optional_text(fields.get("os_hash_value")),
+            status=fields.get("status", "active"),
+            checksum=fields.get("checksum"),
+            os_hash_algo=fields.get("os_hash_algo"),
+            os_hash_value=fields.get("os_hash_value"),
         )
 
     @asynccontextmanager
@@ -77,7 +95,9 @@ class FileUpstream:
         except FileNotFoundError as error:
             raise ImageNotFound(image_id) from error
         except OSError as error:
-            raise TransientUpstreamError(f"cannot open {image_id}: {error}") from error
+            raise TransientUpstreamError(
+                f"cannot open {image_id}: {error}", reason="connection"
+            ) from error
         try:
             await asyncio.to_thread(handle.seek, offset)
 
@@ -86,7 +106,9 @@ class FileUpstream:
                     try:
                         chunk = await asyncio.to_thread(handle.read, self.chunk_size)
                     except OSError as error:
-                        raise TransientUpstreamError(f"read failed: {error}") from error
+                        raise TransientUpstreamError(
+                            f"read failed: {error}", reason="connection"
+                        ) from error
                     if not chunk:
                         return
                     yield chunk

@@ -1,29 +1,39 @@
 """HTTP upstreams: a plain HTTP(S) server (``GET <base>/X``, ``HEAD`` for metadata) and a Glance
-image API (``/v2/images/{id}`` then ``/v2/images/{id}/file``), both resumable with ``Range``."""
+image API (``/v2/images/{id}`` then ``/v2/images/{id}/file``), both resumable with ``Range``.
+
+Every request carries the headers of the upstream's `UpstreamAuth` (upstream_auth.py); a 401 is
+reported to it (a Keystone token is then renewed) and the request is tried once more. No request
+follows a redirect: a 3xx answer is a `BadUpstreamAnswer` (reason ``redirect``), so the
+credentials and the image never come from anywhere but the configured upstream. JSON documents
+are read up to `METADATA_LIMIT` bytes. A Glance
+upstream's base URL may come from the service catalog (``glance://``), asked on first use.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import binascii
-import os
-from collections.abc import AsyncIterator, Callable
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from imagecache.agent.upstream_auth import NoAuth, UpstreamAuth
 from imagecache.agent.upstreams import (
     CHUNK_SIZE,
     FLUSH_AFTER,
+    METADATA_LIMIT,
+    BadUpstreamAnswer,
     ByteStream,
     ChunkStream,
     ImageMeta,
     ImageNotFound,
     PermanentUpstreamError,
     TransientUpstreamError,
-    optional_text,
+    image_meta,
 )
 from imagecache.core.ids import is_uuid, is_valid_image_id
 
@@ -34,12 +44,12 @@ class _HttpBase:
         base: str,
         *,
         stall_timeout: float,
-        token: Callable[[], str | None] = lambda: None,
+        auth: UpstreamAuth | None = None,
         chunk_size: int = CHUNK_SIZE,
     ) -> None:
         self.base = base.rstrip("/")
         self.stall_timeout = stall_timeout
-        self.token = token
+        self.auth: UpstreamAuth = auth or NoAuth()
         self.chunk_size = chunk_size
         self._session: aiohttp.ClientSession | None = None
 
@@ -59,24 +69,54 @@ class _HttpBase:
             await self._session.close()
             self._session = None
 
-    def _headers(self) -> dict[str, str]:
-        token = self.token()
-        return {"X-Auth-Token": token} if token else {}
+    async def base_url(self) -> str:
+        return self.base
 
-    def _bytes_url(self, image_id: str) -> str:
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        params: Sequence[tuple[str, str]] = (),
+    ) -> aiohttp.ClientResponse:
+        """One authenticated request (again once after a 401); the caller releases it.
+
+        Redirects are not followed: a 3xx raises `BadUpstreamAnswer` (reason ``redirect``).
+        """
+        url = f"{await self.base_url()}{path}"
+        for attempt in (1, 2):
+            sent = {**(headers or {}), **await self.auth.headers()}
+            try:
+                async with asyncio.timeout(self.stall_timeout):
+                    response = await self.session.request(
+                        method, url, headers=sent, params=list(params), allow_redirects=False
+                    )
+            except (aiohttp.ClientError, OSError, TimeoutError) as error:
+                raise TransientUpstreamError(
+                    f"cannot reach upstream: {error!r}", reason="connection"
+                ) from error
+            if 300 <= response.status < 400:
+                response.release()
+                raise BadUpstreamAnswer(
+                    f"upstream redirected to another location (answered {response.status}); "
+                    "redirects are not followed",
+                    reason="redirect",
+                )
+            if response.status != 401 or attempt == 2:
+                return response
+            response.release()
+            await self.auth.refused()
+        raise AssertionError("unreachable")
+
+    def _bytes_path(self, image_id: str) -> str:
         raise NotImplementedError
 
     @asynccontextmanager
     async def open(self, image_id: str, offset: int) -> AsyncIterator[ByteStream]:
-        url = self._bytes_url(image_id)
-        headers = self._headers()
-        if offset > 0:
-            headers["Range"] = f"bytes={offset}-"
-        try:
-            async with asyncio.timeout(self.stall_timeout):
-                response = await self.session.get(url, headers=headers)
-        except (aiohttp.ClientError, OSError, TimeoutError) as error:
-            raise TransientUpstreamError(f"cannot reach upstream: {error!r}") from error
+        path = self._bytes_path(image_id)
+        headers = {"Range": f"bytes={offset}-"} if offset > 0 else {}
+        response = await self._request("GET", path, headers=headers)
         try:
             if response.status == 416 and offset > 0:
                 response.release()
@@ -116,10 +156,12 @@ class _HttpBase:
                     async with asyncio.timeout(self.stall_timeout):
                         piece = await content.readany()
             except TimeoutError as error:
-                failure = TransientUpstreamError(f"upstream stalled for {self.stall_timeout:g}s")
+                failure = TransientUpstreamError(
+                    f"upstream stalled for {self.stall_timeout:g}s", reason="stall"
+                )
                 failure.__cause__ = error
             except (aiohttp.ClientError, OSError) as error:
-                failure = TransientUpstreamError(f"connection lost: {error!r}")
+                failure = TransientUpstreamError(f"connection lost: {error!r}", reason="connection")
                 failure.__cause__ = error
             if failure is not None:
                 if buffer:  # keep what arrived: the next attempt resumes after it
@@ -137,7 +179,9 @@ class _HttpBase:
         if buffer:
             yield bytes(buffer)
         if expected is not None and received < expected:
-            raise TransientUpstreamError(f"connection closed after {received} of {expected} bytes")
+            raise TransientUpstreamError(
+                f"connection closed after {received} of {expected} bytes", reason="truncated"
+            )
 
 
 def _raise_for_status(status: int, image_id: str) -> None:
@@ -145,97 +189,129 @@ def _raise_for_status(status: int, image_id: str) -> None:
         return
     if status == 404:
         raise ImageNotFound(image_id)
-    if status >= 500 or status in (408, 429):
-        raise TransientUpstreamError(f"upstream answered {status}")
+    if status >= 500:
+        raise TransientUpstreamError(f"upstream answered {status}", reason="upstream_5xx")
+    if status in (408, 429):
+        raise TransientUpstreamError(f"upstream answered {status}", reason="upstream_busy")
     if status == 204:
-        raise PermanentUpstreamError("upstream has no data for this image")
-    raise PermanentUpstreamError(f"upstream answered {status}")
+        raise BadUpstreamAnswer("upstream has no data for this image", reason="no_data")
+    raise PermanentUpstreamError(f"upstream answered {status}", reason="refused")
 
 
 class HttpUpstream(_HttpBase):
     """Image ``X`` is ``GET <base>/X``; ``HEAD`` gives its size (and ``Content-MD5`` if sent)."""
 
-    def _bytes_url(self, image_id: str) -> str:
+    def _bytes_path(self, image_id: str) -> str:
         if not is_valid_image_id(image_id):
             raise ImageNotFound(image_id)
-        return f"{self.base}/{image_id}"
+        return f"/{image_id}"
 
     async def metadata(self, image_id: str) -> ImageMeta:
-        url = self._bytes_url(image_id)
+        response = await self._request("HEAD", self._bytes_path(image_id))
         try:
-            async with asyncio.timeout(self.stall_timeout):
-                async with self.session.head(url, headers=self._headers()) as response:
-                    _raise_for_status(response.status, image_id)
-                    length = response.headers.get("Content-Length")
-                    return ImageMeta(
-                        size=int(length) if length and length.isdigit() else None,
-                        checksum=_md5_header(response.headers.get("Content-MD5")),
-                    )
-        except (aiohttp.ClientError, OSError, TimeoutError) as error:
-            raise TransientUpstreamError(f"cannot reach upstream: {error!r}") from error
+            _raise_for_status(response.status, image_id)
+            return image_meta(
+                size=response.content_length,
+                checksum=_md5_header(response.headers.get("Content-MD5")),
+            )
+        finally:
+            response.release()
 
 
 class GlanceUpstream(_HttpBase):
-    """A Glance image API: ``GET /v2/images/{id}`` then ``GET /v2/images/{id}/file``."""
+    """A Glance image API: ``GET /v2/images/{id}`` then ``GET /v2/images/{id}/file``.
+
+    `endpoint`, when given, finds the base URL (the service catalog's image endpoint) on
+    first use instead of `base`.
+    """
+
+    def __init__(
+        self,
+        base: str,
+        *,
+        endpoint: Callable[[], Awaitable[str]] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(base, **kwargs)
+        self.endpoint = endpoint
+
+    async def base_url(self) -> str:
+        if self.endpoint is not None and not self.base:
+            self.base = (await self.endpoint()).rstrip("/")
+        return self.base
 
     def _check(self, image_id: str) -> None:
         if not is_uuid(image_id):
             raise ImageNotFound(image_id)
 
-    def _bytes_url(self, image_id: str) -> str:
+    def _bytes_path(self, image_id: str) -> str:
         self._check(image_id)
-        return f"{self.base}/v2/images/{image_id}/file"
+        return f"/v2/images/{image_id}/file"
 
     async def metadata(self, image_id: str) -> ImageMeta:
         self._check(image_id)
-        url = f"{self.base}/v2/images/{image_id}"
+        status, doc = await self.get_json(f"/v2/images/{image_id}")
+        _raise_for_status(status, image_id)
+        if doc is None:
+            raise BadUpstreamAnswer("upstream sent bad JSON", reason="bad_metadata")
+        if not isinstance(doc, dict):
+            raise BadUpstreamAnswer("upstream sent a non-object image", reason="bad_metadata")
+        return image_meta(
+            size=doc.get("size"),
+            status=doc.get("status", ""),
+            checksum=doc.get("checksum"),
+            os_hash_algo=doc.get("os_hash_algo"),
+            os_hash_value=doc.get("os_hash_value"),
+        )
+
+    async def get_json(self, path: str, query: Sequence[tuple[str, str]] = ()) -> tuple[int, Any]:
+        """``GET <base><path>?<query>`` with the agent's credentials: (status, JSON or None).
+
+        For the image metadata views (image_index.GlanceImageIndex), which pass Glance's
+        answers on. A document over `METADATA_LIMIT` bytes is a `BadUpstreamAnswer` (reason
+        ``metadata_too_large``), found without reading more than the limit.
+        """
+        # Glance answers errors in HTML unless asked for JSON.
+        response = await self._request(
+            "GET", path, params=query, headers={"Accept": "application/json"}
+        )
         try:
             async with asyncio.timeout(self.stall_timeout):
-                async with self.session.get(url, headers=self._headers()) as response:
-                    _raise_for_status(response.status, image_id)
-                    doc = await response.json(content_type=None)
+                body = await _read_bounded(response, METADATA_LIMIT)
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
-            raise TransientUpstreamError(f"cannot reach upstream: {error!r}") from error
-        except ValueError as error:
-            raise PermanentUpstreamError(f"upstream sent bad JSON: {error}") from error
-        if not isinstance(doc, dict):
-            raise PermanentUpstreamError("upstream sent a non-object image")
-        size = doc.get("size")
-        return ImageMeta(
-            size=size if isinstance(size, int) else None,
-            status=str(doc.get("status", "")),
-            checksum=optional_text(doc.get("checksum")),
-            os_hash_algo=optional_text(doc.get("os_hash_algo")),
-            os_hash_value=optional_text(doc.get("os_hash_value")),
-        )
+            raise TransientUpstreamError(
+                f"upstream answer cut: {error!r}", reason="truncated"
+            ) from error
+        finally:
+            response.release()
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            doc = None
+        return response.status, doc
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, or `BadUpstreamAnswer` as soon as it is known to exceed `limit`."""
+    too_large = BadUpstreamAnswer(
+        f"upstream metadata document is larger than {limit} bytes", reason="metadata_too_large"
+    )
+    if response.content_length is not None and response.content_length > limit:
+        raise too_large
+    body = bytearray()
+    while piece := await response.content.read(limit + 1 - len(body)):
+        body += piece
+        if len(body) > limit:
+            raise too_large
+    return bytes(body)
 
 
 def _md5_header(value: str | None) -> str | None:
     if not value:
         return None
-    if len(value) == 32:
+    if len(value) == 32 and all(c in "0123456789abcdefABCDEF" for c in value):
         return value.lower()
     try:
         return base64.b64decode(value, validate=True).hex()
     except (binascii.Error, ValueError):
         return None
-
-
-def read_token(path: Path | None) -> Callable[[], str | None]:
-    """A callable giving the first line of `path` (re-read when the file changes)."""
-    if path is None:
-        return lambda: None
-    cache: dict[str, Any] = {"key": None, "token": None}
-
-    def token() -> str | None:
-        try:
-            stat = os.stat(path)
-        except OSError:
-            return None
-        key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
-        if key != cache["key"]:
-            lines = path.read_text().strip().splitlines()
-            cache["key"], cache["token"] = key, (lines[0].strip() if lines else None)
-        return cache["token"]  # type: ignore[no-any-return]
-
-    return token

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
@@ -15,13 +15,16 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from imagecache.agent.appkeys import CACHE, METRICS
 from imagecache.agent.cache import ClearTarget
-from imagecache.agent.errors import BadRequest, NotFound, UpstreamUnavailable
+from imagecache.agent.cache_admin import cache_admin_routes
+from imagecache.agent.errors import BadRequest, NotFound, from_upstream
+from imagecache.agent.images_api import image_routes
 from imagecache.agent.middlewares import is_glance_client
-from imagecache.agent.upstreams import TransientUpstreamError, UpstreamError
+from imagecache.agent.upstreams import UpstreamError
 from imagecache.core.ids import is_valid_image_id
 
 CLEAR_HEADER = "x-image-cache-clear-target"
-LATEST_MINOR = 16
+_ZERO_SUFFIX = re.compile(r"bytes=\s*-0+\s*")
+LATEST_MINOR = 18  # Glance 33 (2026.2): v2.18 adds cache prune, clean and nodes
 
 
 def _versions(request: web.Request) -> dict[str, Any]:
@@ -87,6 +90,11 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     found = cache.pin(image_id, read=read)
     if found is not None:
         path, record, release = found
+        if _ZERO_SUFFIX.fullmatch(request.headers.get("Range", "")):
+            # RFC 9110 §14.1.1: a zero-length suffix is unsatisfiable (416); aiohttp's
+            # FileResponse reads "-0" as "0-" and would send the whole file with 206.
+            release()
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{record.size}"})
         headers = {"Content-Type": "application/octet-stream"}
         if record.checksum:
             headers["Content-MD5"] = record.checksum
@@ -100,21 +108,25 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     if not read:
         await response.prepare(request)
         return response
+    sent = 0
     try:
-        async with cache.upstream.open(image_id, 0) as stream:
+        async with cache.open_upstream(image_id) as stream:
             await response.prepare(request)
             async for chunk in stream.chunks():
+                sent += len(chunk)
+                if meta.size is not None and sent > meta.size:
+                    break  # more than promised: these bytes cannot be trusted
                 await response.write(chunk)
-    except TransientUpstreamError as error:
-        if not response.prepared:
-            raise UpstreamUnavailable(f"Upstream unavailable: {error}") from error
-        if request.transport is not None:
-            request.transport.abort()  # the client sees a short body
-        return response
     except UpstreamError as error:
         if not response.prepared:
-            raise NotFound(f"Image {image_id} could not be read: {error}") from error
-        raise
+            raise from_upstream(error, image_id) from error
+        sent = -1
+    if sent < 0 or (meta.size is not None and sent != meta.size):
+        # Short, long or broken: the client must see a failed transfer, not wait for bytes
+        # that will never come (its Content-Length was promised).
+        if request.transport is not None:
+            request.transport.abort()
+        return response
     await response.write_eof()
     return response
 
@@ -139,8 +151,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     cache = request.app[CACHE]
-    checks = cache.ready()
-    checks["cache_dir"] = await asyncio.to_thread(cache.store.writable)
+    checks = await cache.readiness()
     ok = all(checks.values())
     return web.json_response(
         {"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503
@@ -189,10 +200,12 @@ def routes() -> list[web.RouteDef]:
         *schema_routes(),
         web.get("/v2/cache", list_cache, allow_head=False),
         web.delete("/v2/cache", clear_cache),
+        *cache_admin_routes(),
         web.get("/v2/cache/{image_id}", image_report, allow_head=False),
         web.put("/v2/cache/{image_id}", queue_image),
         web.delete("/v2/cache/{image_id}", delete_image),
         web.get("/v2/images/{image_id}/file", image_file),
+        *image_routes(),
         web.get("/healthz", healthz, allow_head=False),
         web.get("/readyz", readyz, allow_head=False),
         web.get("/metrics", metrics, allow_head=False),

@@ -2,7 +2,8 @@
 
 Each download runs as its own child task so `cancel(image_id)` stops exactly that download; a
 worker that crashes is replaced by its supervisor (and counted), so one failure never stops the
-pool. `alive()` feeds readiness.
+pool. `alive()` feeds readiness. `drain()` stops taking jobs (SIGTERM) and hands back the
+running downloads so the caller can give them time to finish; `stop()` cancels what is left.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class WorkerPool:
         self._workers: list[asyncio.Task[None]] = []
         self._supervisor: asyncio.Task[None] | None = None
         self.running: dict[str, asyncio.Task[None]] = {}
+        self._busy: set[asyncio.Task[Any]] = set()  # workers running a job
         self._stopping = False
 
     def start(self) -> None:
@@ -49,15 +51,33 @@ class WorkerPool:
         )
 
     async def cancel(self, image_id: str) -> None:
-        """Cancel the download of `image_id`, if one runs, and wait for it to stop."""
+        """Cancel the download of `image_id`, if one runs, and wait until it has stopped.
+
+        No timeout: the caller (a `DELETE`) holds the image id and must not touch its files
+        while the download still might; every await of a download is cancellable.
+        """
         task = self.running.get(image_id)
         if task is not None and not task.done():
             task.cancel()
-            await asyncio.wait([task], timeout=30)
+            await asyncio.wait([task])
+
+    def drain(self) -> list[asyncio.Task[None]]:
+        """Take no new job (idle workers stop); the downloads still running, to wait for."""
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+        for worker in self._workers:
+            if worker not in self._busy:
+                worker.cancel()
+        return [task for task in self.running.values() if not task.done()]
 
     async def _work(self) -> None:
         while True:
             image_id, seq = await self._queue.get()
+            me = asyncio.current_task()
+            if self._stopping or me is None:
+                return  # draining: the image stays queued in the database for the next start
+            self._busy.add(me)
             task = asyncio.create_task(self._job(image_id, seq), name=f"download-{image_id}")
             self.running[image_id] = task
             try:
@@ -71,6 +91,7 @@ class WorkerPool:
             except Exception:
                 log.exception("download of %s crashed", image_id)
             finally:
+                self._busy.discard(me)
                 if self.running.get(image_id) is task:
                     del self.running[image_id]
 
@@ -85,7 +106,8 @@ class WorkerPool:
                     self._workers[index] = self._spawn(index)
 
     async def stop(self) -> None:
-        """Stop at once: downloads in flight are abandoned (they resume at the next start)."""
+        """Stop at once: downloads in flight (after `drain`, those that did not finish in time)
+        stop, and resume at the next start."""
         self._stopping = True
         tasks = [*self.running.values(), *self._workers]
         if self._supervisor is not None:

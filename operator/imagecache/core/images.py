@@ -163,10 +163,3 @@ def cached_entry(record: ImageRecord) -> CachedEntry:
         id=record.image_id,
         checksum=record.checksum,
     )
-
-
-def retry_delay(attempt: int, *, base: float, cap: float, jitter: float) -> float:
-    """Seconds to wait before retry number ``attempt`` (1-based): ``base·2^(attempt-1)``, capped,
-    scaled by ``jitter`` in [0, 1) into the upper half (``0.5 … 1.0`` of the delay)."""
-    delay = min(cap, base * float(2 ** max(0, attempt - 1)))
-    return delay * (0.5 + 0.5 * min(max(jitter, 0.0), 1.0))

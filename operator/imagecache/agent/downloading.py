@@ -1,0 +1,274 @@
+"""`Downloader`: the worker pool's job — one queued image, its retries, and its commit.
+
+`run(image_id, seq)` makes attempts (`fetching.fetch`) until the image is cached, fails
+permanently, runs out of retries, or its record changes under it (deleted or re-queued: `seq`
+no longer matches). Each attempt reserves room first (`Room`). The commit — the rename into
+``images/`` of the very file that was hashed, the record turning ``cached`` and its row saved —
+runs holding the image id (`IdLocks`) and to completion even when the download is cancelled,
+so a `DELETE` either comes before it (and the download never commits) or after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, BinaryIO, TypeVar
+
+from imagecache.agent.db import Database
+from imagecache.agent.fetching import (
+    Fetched,
+    PermanentFetchError,
+    TransientFetchError,
+    fetch,
+    upstream_errors,
+)
+from imagecache.agent.id_locks import IdLocks
+from imagecache.agent.metrics import AgentMetrics
+from imagecache.agent.pins import Pins
+from imagecache.agent.room import Room
+from imagecache.agent.settings import AgentSettings
+from imagecache.agent.store import Store
+from imagecache.agent.upstreams import ImageMeta, Upstream
+from imagecache.core import images
+from imagecache.core.backoff import backoff_delay
+from imagecache.core.eviction import DoesNotFit
+from imagecache.core.images import ImageRecord
+from imagecache.core.table import ImageTable
+
+log = logging.getLogger("imagecache.agent")
+
+T = TypeVar("T")
+
+
+async def to_completion(work: Awaitable[T]) -> T:
+    """Await `work` to its end even if the caller is cancelled meanwhile (then re-raise)."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.gather(task, return_exceptions=True)
+        raise
+
+
+class Superseded(Exception):
+    """The record changed while the attempt ran (deleted or re-queued): nothing to commit."""
+
+
+class Downloader:
+    """Runs downloads for `ImageCache`, sharing its records, locks, pins and room."""
+
+    def __init__(
+        self,
+        *,
+        settings: AgentSettings,
+        upstream: Upstream,
+        store: Store,
+        db: Database,
+        records: ImageTable,
+        metrics: AgentMetrics,
+        locks: IdLocks,
+        pins: Pins,
+        room: Room,
+    ) -> None:
+        self.settings = settings
+        self.upstream = upstream
+        self.store = store
+        self.db = db
+        self.records = records
+        self.metrics = metrics
+        self.locks = locks
+        self.pins = pins
+        self.room = room
+        self._handed: dict[tuple[str, int], ImageMeta] = {}
+
+    def hand_over(self, image_id: str, seq: int, meta: ImageMeta) -> None:
+        """The metadata the `PUT` just read, for this download's first attempt.
+
+        Later attempts (after a transient failure) and downloads resumed after a restart ask
+        the upstream again: the image may have changed upstream meanwhile.
+        """
+        self._handed[(image_id, seq)] = meta
+
+    def current(self, image_id: str, seq: int) -> ImageRecord | None:
+        record = self.records.get(image_id)
+        if record is None or record.seq != seq or record.state not in ("queued", "caching"):
+            return None
+        return record
+
+    async def run(self, image_id: str, seq: int) -> None:
+        """One queued image, with retries; the worker pool runs this."""
+        attempt = 0
+        started = time.monotonic()
+        try:
+            while (record := self.current(image_id, seq)) is not None:
+                attempt += 1
+                try:
+                    await self._attempt(record)
+                except Superseded:
+                    return
+                except TransientFetchError as error:
+                    self.metrics.failures.labels(error.reason).inc()
+                    if attempt >= self.settings.retries:
+                        await self._fail(image_id, seq, f"{error} (after {attempt} attempts)")
+                        return
+                    self._update(
+                        image_id, seq, functools.partial(images.retry_later, error=str(error))
+                    )
+                    delay = backoff_delay(
+                        failures=attempt,
+                        base=self.settings.retry_backoff,
+                        cap=300.0,
+                        jitter=random.random(),
+                    )
+                    log.warning(
+                        "download of %s failed (%s); retrying in %.2fs",
+                        image_id,
+                        error,
+                        delay,
+                        extra={"event": "retrying", "image_id": image_id},
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                except PermanentFetchError as error:
+                    self.metrics.failures.labels(error.reason).inc()
+                    await self._fail(image_id, seq, str(error))
+                    return
+                self.metrics.duration.observe(time.monotonic() - started)
+                return
+        finally:
+            self.room.release(image_id)  # no other download of this id runs meanwhile
+            self._handed.pop((image_id, seq), None)
+
+    async def _attempt(self, record: ImageRecord) -> None:
+        image_id, seq = record.image_id, record.seq
+        meta = self._handed.pop((image_id, seq), None)
+        if meta is None:
+            with upstream_errors():
+                meta = await self.upstream.metadata(image_id)
+        if meta.status != "active":
+            raise PermanentFetchError(
+                f"image is not active upstream (status {meta.status!r})", reason="not_active"
+            )
+        if meta.size is not None:
+            try:
+                await self.room.reserve(image_id, meta.size)
+            except DoesNotFit as error:
+                raise PermanentFetchError(str(error), reason="too_large") from error
+        if self.current(image_id, seq) is None:
+            raise Superseded(image_id)
+        resumed = await asyncio.to_thread(self.store.partial_size, image_id)
+        self._update(
+            image_id,
+            seq,
+            lambda r: images.start(r, now=time.time(), size=meta.size, resumed_bytes=resumed),
+        )
+        current = self.records.get(image_id)
+        if current is not None:
+            self.db.save_soon(current)
+            log.info(
+                "%s %s (attempt %d)",
+                "resuming" if resumed else "downloading",
+                image_id,
+                current.attempts,
+                extra={"event": "resumed" if resumed else "started", "image_id": image_id},
+            )
+        last = [resumed]
+
+        def on_progress(done: int) -> None:
+            self.metrics.downloaded.inc(max(0, done - last[0]))
+            last[0] = done
+            self._update(image_id, seq, lambda r: images.progress(r, done=done))
+
+        async def reserve(total: int) -> None:
+            """An image of unknown size: room for `total` bytes, else no more bytes."""
+            try:
+                async with asyncio.timeout(self.settings.stall_timeout):
+                    await self.room.reserve(image_id, total)
+            except DoesNotFit as error:
+                raise PermanentFetchError(str(error), reason="too_large") from error
+            except TimeoutError as error:
+                raise TransientFetchError(
+                    f"no room for {total} bytes under max_size", reason="no_room"
+                ) from error
+
+        async def commit(handle: BinaryIO, fetched: Fetched) -> None:
+            await to_completion(self._commit(image_id, seq, handle, fetched))
+
+        await fetch(
+            upstream=self.upstream,
+            store=self.store,
+            image_id=image_id,
+            meta=meta,
+            max_size=self.settings.max_size,
+            on_progress=on_progress,
+            resume_from=resumed,
+            commit=commit,
+            reserve=reserve,
+        )
+
+    async def _commit(self, image_id: str, seq: int, handle: BinaryIO, fetched: Fetched) -> None:
+        """Holding the id: the verified file goes into ``images/``, the record turns cached."""
+        async with self.locks.hold(image_id):
+            if self.current(image_id, seq) is None:
+                raise Superseded(image_id)
+            await asyncio.to_thread(self._commit_file, image_id, handle, fetched.md5)
+            self.pins.reclaim(image_id)  # a doomed file of the same id was just replaced
+            finished = images.finish(
+                self.records[image_id], size=fetched.size, checksum=fetched.md5, now=time.time()
+            )
+            self.records[image_id] = finished
+            self.room.release(image_id)
+            await self.db.save(finished)
+        log.info(
+            "cached %s (%d bytes)",
+            image_id,
+            fetched.size,
+            extra={"event": "cached", "image_id": image_id},
+        )
+
+    def _commit_file(self, image_id: str, handle: BinaryIO, md5: str) -> None:
+        """Rename only the file that was written and hashed (same inode), never another."""
+        try:
+            on_disk = os.stat(self.store.partial_path(image_id))
+        except FileNotFoundError as error:
+            raise TransientFetchError(
+                "partial file vanished before commit", reason="partial_vanished"
+            ) from error
+        written = os.fstat(handle.fileno())
+        if (on_disk.st_dev, on_disk.st_ino) != (written.st_dev, written.st_ino):
+            raise TransientFetchError(
+                "partial file was replaced before commit", reason="partial_replaced"
+            )
+        self.store.commit(image_id, handle, md5=md5)
+
+    def _update(self, image_id: str, seq: int, change: Callable[[ImageRecord], Any]) -> None:
+        record = self.current(image_id, seq)
+        if record is not None:
+            self.records[image_id] = change(record)
+
+    async def _fail(self, image_id: str, seq: int, error: str) -> None:
+        async with self.locks.hold(image_id):
+            record = self.current(image_id, seq)
+            if record is None:
+                return
+            if record.state == "queued":
+                record = images.start(
+                    record, now=time.time(), size=record.size, resumed_bytes=record.bytes
+                )
+            failed = images.progress(images.fail(record, error=error), done=0)
+            self.records[image_id] = failed
+            self.room.release(image_id)
+            # Give the space back (a file that failed verification is already in invalid/).
+            await asyncio.to_thread(self.store.remove, image_id, cached=False)
+            await self.db.save(failed)
+        log.warning(
+            "caching %s failed: %s",
+            image_id,
+            error,
+            extra={"event": "failed", "image_id": image_id},
+        )

@@ -1,0 +1,49 @@
+"""``GET /v2/images/{id}`` and ``GET /v2/images``: image metadata as the upstream Glance shows it.
+
+The stock ``openstack`` CLI and openstacksdk look an image up (by id, then by name) before any
+cache or download command, so one agent must answer these as Glance does. The answers come from
+the upstream's `ImageIndex` (image_index.py); these views only map its errors to Glance's.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from imagecache.agent.errors import BadRequest, NotFound, UpstreamUnavailable
+from imagecache.agent.image_index import ImageIndex, InvalidQuery
+from imagecache.agent.upstreams import ImageNotFound, TransientUpstreamError, UpstreamError
+
+IMAGE_INDEX: web.AppKey[ImageIndex] = web.AppKey("image_index")
+
+
+async def show_image(request: web.Request) -> web.Response:
+    image_id = request.match_info["image_id"]
+    try:
+        doc = await request.app[IMAGE_INDEX].show(image_id)
+    except ImageNotFound as error:
+        raise NotFound(f"No image found with ID {image_id}") from error
+    except TransientUpstreamError as error:
+        raise UpstreamUnavailable(f"Upstream unavailable: {error}") from error
+    except UpstreamError as error:
+        raise UpstreamUnavailable(f"Upstream refused image {image_id}: {error}") from error
+    return web.json_response(doc)
+
+
+async def list_images(request: web.Request) -> web.Response:
+    try:
+        doc = await request.app[IMAGE_INDEX].index(list(request.query.items()))
+    except InvalidQuery as error:
+        raise BadRequest(str(error)) from error
+    except ImageNotFound as error:
+        raise NotFound("The resource could not be found.") from error
+    except UpstreamError as error:
+        raise UpstreamUnavailable(f"Upstream unavailable: {error}") from error
+    return web.json_response(doc)
+
+
+def image_routes() -> list[web.RouteDef]:
+    """The two metadata routes (read-only: other methods get 405 with ``Allow: GET``)."""
+    return [
+        web.get("/v2/images", list_images, allow_head=False),
+        web.get("/v2/images/{image_id}", show_image, allow_head=False),
+    ]

@@ -1,0 +1,1 @@
+"""Tests and fixtures against a real Keystone and a real Glance (PyPI), started on loopback."""

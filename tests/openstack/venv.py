@@ -1,0 +1,64 @@
+"""Locate (building on first use) the venv that holds Keystone, Glance, uWSGI and the CLI.
+
+The venv lives outside the repository and is built by `.ci/openstack-venv.sh`, which is a
+no-op once built. This module only runs that script and names the programs inside the venv.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO_ROOT / ".ci" / "openstack-venv.sh"
+BUILD_TIMEOUT = 1200.0  # seconds; a cold build takes one to two minutes on 2 cores
+
+
+class VenvUnavailable(RuntimeError):
+    """The OpenStack venv could not be built or found; the message says why."""
+
+
+@dataclass(frozen=True)
+class OpenStackVenv:
+    """The venv holding keystone 30, glance 33, uwsgi and python-openstackclient."""
+
+    path: Path
+
+    def bin(self, name: str) -> Path:
+        """A program installed in the venv (`keystone-manage`, `uwsgi`, `openstack`, ...)."""
+        return self.path / "bin" / name
+
+    @property
+    def python(self) -> Path:
+        return self.bin("python")
+
+    @property
+    def site_packages(self) -> Path:
+        found = sorted(self.path.glob("lib/python3*/site-packages"))
+        if not found:
+            raise VenvUnavailable(f"no site-packages under {self.path}")
+        return found[0]
+
+
+def build_venv() -> OpenStackVenv:
+    """Run the build script (a no-op when the venv is up to date) and return the venv."""
+    try:
+        done = subprocess.run(
+            ["bash", str(BUILD_SCRIPT)],
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise VenvUnavailable(f"{BUILD_SCRIPT} did not finish: {error}") from error
+    if done.returncode != 0:
+        raise VenvUnavailable(
+            f"{BUILD_SCRIPT} exited with {done.returncode}:\n{done.stderr[-4000:]}"
+        )
+    venv = OpenStackVenv(Path(done.stdout.strip().splitlines()[-1]))
+    for program in ("uwsgi", "keystone-manage", "glance-manage", "openstack"):
+        if not venv.bin(program).exists():
+            raise VenvUnavailable(f"{venv.bin(program)} is missing; delete {venv.path}")
+    return venv
