@@ -68,7 +68,7 @@ async def serve(settings: AgentSettings, stop: StopRequest) -> None:
         loop.set_exception_handler(guard.exception_handler)
         listener = await loop.create_server(
             guard,
-            settings.host,
+            None if settings.host == "::" else settings.host,  # "::" = both families
             settings.port,
             backlog=accept_backlog(limits.max_connections),
             reuse_address=True,

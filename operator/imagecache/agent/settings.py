@@ -182,6 +182,8 @@ class AgentSettings(BaseSettings):
         host = os.environ.get("POD_IP") or host
         if ":" in host:
             host = f"[{host}]"
+        if ":" in host:  # an IPv6 address goes in brackets in a URL
+            host = f"[{host.strip('[]')}]"
         return {**data, "self_url": f"http://{host}:{port}"}
 
     @model_validator(mode="after")
