@@ -8,6 +8,7 @@ dropped; aggregation to Failed when one target fails and the others are done.
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from tests.kube.emulator import Emulator
 from tests.operator.harness import (
@@ -78,7 +79,11 @@ async def test_selector_fans_out_and_follows_pods(
 
 
 async def test_selector_fails_when_one_target_fails_and_the_rest_are_done(
-    kube: Emulator, upstream: HttpFileServer, agents: AgentPool, operator: RunningOperator
+    kube: Emulator,
+    upstream: HttpFileServer,
+    agents: AgentPool,
+    operator: RunningOperator,
+    tmp_path: Path,
 ) -> None:
     image = image_id(71)
     upstream.add(image, image_bytes("mixed", 16 * 1024))
@@ -91,7 +96,9 @@ async def test_selector_fails_when_one_target_fails_and_the_rest_are_done(
         annotations={"imagecache.dev/port": str(good.port)},
     )
     # A second "agent" whose upstream is empty: every image is unknown there.
-    empty = agents.start(3, upstream="file:///nonexistent-imagecache-upstream")
+    empty_dir = tmp_path / "empty-upstream"
+    empty_dir.mkdir()
+    empty = agents.start(3, upstream=f"file://{empty_dir}")
     await kube.client.create_pod(
         "default",
         "glance-1",
