@@ -7,6 +7,7 @@ Covers nothing by itself; see the test modules.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -26,6 +27,11 @@ from tests.support.upstreams import FakeGlance, HttpFileServer
 IMAGE_A = "2c4e8a1e-6f0e-4e7b-9b8a-3f1d2c3b4a5e"
 IMAGE_B = "7d0b6f5c-1a2b-4c3d-8e9f-0a1b2c3d4e5f"
 IMAGE_C = "0b9f2a5e-3c1d-4e2f-8a7b-6c5d4e3f2a1b"
+
+
+def random_payload(size: int, seed: str) -> bytes:
+    """Deterministic random-looking bytes with no period, so a wrong offset is always detected."""
+    return random.Random(seed).randbytes(size)
 
 
 def payload(size: int, seed: int = 1) -> bytes:

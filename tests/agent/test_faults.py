@@ -18,7 +18,6 @@ Covers (SPEC §2.5, §6 "Faults"):
 from __future__ import annotations
 
 import os
-import random
 import re
 import shutil
 import subprocess
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.agent.conftest import random_payload as payload
 from tests.agent.faults_client import AgentClient, wait_until
 from tests.agent.faults_upstream import ThrottledServer
 from tests.support.agents import AgentProcess
@@ -48,11 +48,6 @@ except ImportError:  # pragma: no cover - the agent module moved; assume SPEC-si
 FAST = ["--stall-timeout", "0.5", "--retries", "2", "--retry-backoff", "0.05", "--workers", "2"]
 
 StartAgent = Callable[..., AgentProcess]
-
-
-def payload(size: int, seed: str) -> bytes:
-    """Deterministic, incompressible-looking bytes (so a wrong offset is always detected)."""
-    return random.Random(seed).randbytes(size)
 
 
 @pytest.fixture

@@ -18,12 +18,12 @@ Covers, each as a class of answers the agent must not trust past its bounds (iss
 from __future__ import annotations
 
 import http.client
-import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.agent.conftest import random_payload as payload
 from tests.agent.faults_client import AgentClient, request
 from tests.support.agents import AgentProcess
 from tests.support.hostile import Elsewhere, HostileGlance, Hostility
@@ -36,10 +36,6 @@ IMAGE = "3f1d2c3b-4a5e-4e7b-9b8a-2c4e8a1e6f0e"
 FAST = ["--stall-timeout", "2", "--retries", "2", "--retry-backoff", "0.05"]
 
 StartAgent = Callable[..., AgentClient]
-
-
-def payload(size: int, seed: str) -> bytes:
-    return random.Random(seed).randbytes(size)
 
 
 def image_id(n: int) -> str:

@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.agent.conftest import random_payload as payload
 from tests.agent.faults_client import AgentClient, wait_until
 from tests.agent.faults_upstream import ThrottledServer
 from tests.support.agents import AgentProcess
@@ -26,10 +27,6 @@ from tests.support.agents import AgentProcess
 KiB = 1024
 MiB = 1024 * KiB
 FAST = ["--stall-timeout", "2", "--retries", "3", "--retry-backoff", "0.05", "--workers", "4"]
-
-
-def payload(size: int, seed: str) -> bytes:
-    return random.Random(seed).randbytes(size)
 
 
 @pytest.fixture
