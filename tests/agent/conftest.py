@@ -18,9 +18,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from imagecache.agent.app import create_app
-from imagecache.agent.appkeys import CACHE
-from imagecache.agent.cache import ImageCache
+from imagecache.agent.cache.facade import ImageCache
+from imagecache.agent.http.app import create_app
+from imagecache.agent.http.appkeys import CACHE
 from imagecache.agent.settings import AgentSettings
 from tests.support.upstreams import FakeGlance, HttpFileServer
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from imagecache.agent.batching import ThreadBatch
+from imagecache.agent.upstream.batching import ThreadBatch
 
 
 class Recorder:

@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from imagecache.agent.app import create_app
-from imagecache.agent.appkeys import CACHE
+from imagecache.agent.http.app import create_app
+from imagecache.agent.http.appkeys import CACHE
 from imagecache.agent.settings import AgentSettings
-from imagecache.agent.upstreams import ByteStream, ImageMeta
+from imagecache.agent.upstream.port import ByteStream, ImageMeta
 from tests.agent.conftest import IMAGE_A, IMAGE_B, IMAGE_C, AgentFactory, eventually, payload
 from tests.support.upstreams import write_file_image
 

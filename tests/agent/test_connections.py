@@ -169,7 +169,9 @@ def test_at_the_limit_requests_get_503_and_probes_still_answer(
 def test_rate_limited_log_counts_what_it_does_not_print(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    from imagecache.agent.connections import RateLimitedLog  # here: the process tests run alone
+    from imagecache.agent.http.connections import (
+        RateLimitedLog,  # here: the process tests run alone
+    )
 
     now = [100.0]
     warnings = RateLimitedLog(

@@ -41,7 +41,7 @@ MiB = 1024 * KiB
 # The agent hands the upstream's bytes to disk in chunks of up to this size (its documented
 # memory bound), so a crash can lose at most about this much of what the upstream had sent.
 try:
-    from imagecache.agent.upstreams import CHUNK_SIZE as AGENT_CHUNK
+    from imagecache.agent.upstream.port import CHUNK_SIZE as AGENT_CHUNK
 except ImportError:  # pragma: no cover - the agent module moved; assume SPEC-sized chunks
     AGENT_CHUNK = 4 * MiB
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from imagecache.agent import token_file
-from imagecache.agent.auth import AcceptedTokens
+from imagecache.agent.http.auth import AcceptedTokens
 from imagecache.agent.token_file import TokenFile
-from imagecache.agent.upstream_auth import StaticToken
+from imagecache.agent.upstream.auth import StaticToken
 
 
 async def test_tokens_skip_comments_and_blanks_for_both_uses(tmp_path: Path) -> None:

@@ -8,9 +8,9 @@ import asyncio
 
 import pytest
 
-from imagecache.agent.id_locks import IdLocks
-from imagecache.agent.pins import Pins
-from imagecache.agent.room import Room
+from imagecache.agent.cache.locks import IdLocks
+from imagecache.agent.cache.pins import Pins
+from imagecache.agent.cache.room import Room
 from imagecache.core.eviction import DoesNotFit
 from imagecache.core.images import ImageRecord
 from imagecache.core.table import ImageTable

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from imagecache.agent.cache_admin import clean_directory, prune_victims
-from imagecache.agent.image_index import InvalidQuery, file_image, list_images
+from imagecache.agent.cache.maintenance import clean_directory, prune_victims
 from imagecache.agent.keystone import (
     MAX_PENDING_CHECKS,
     MAX_VERDICT_AGE,
@@ -29,6 +28,7 @@ from imagecache.agent.keystone import (
     judge,
     strip_version,
 )
+from imagecache.agent.upstream.index import InvalidQuery, file_image, list_images
 from imagecache.core.eviction import Candidate
 
 

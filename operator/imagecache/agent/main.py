@@ -42,11 +42,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     import asyncio
     import logging
 
-    from imagecache.agent.db import DatabaseError
+    from imagecache.agent.cache.db import DatabaseError
+    from imagecache.agent.http.server import serve
     from imagecache.agent.keystone import KeystoneError
     from imagecache.agent.logs import configure_logging
     from imagecache.agent.preflight import check_paths
-    from imagecache.agent.serving import serve
     from imagecache.agent.settings import SettingsError, load_settings
 
     try:

@@ -27,9 +27,9 @@ from stat import S_ISREG
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
-from imagecache.agent.upstream_file import FileUpstream
-from imagecache.agent.upstream_http import GlanceUpstream
-from imagecache.agent.upstreams import ImageNotFound, PermanentUpstreamError, Upstream
+from imagecache.agent.upstream.file import FileUpstream
+from imagecache.agent.upstream.http import GlanceUpstream
+from imagecache.agent.upstream.port import ImageNotFound, PermanentUpstreamError, Upstream
 from imagecache.core.ids import is_valid_image_id
 
 Query = Sequence[tuple[str, str]]

@@ -14,8 +14,8 @@ from pathlib import Path
 from stat import S_ISREG
 from typing import Any, BinaryIO
 
-from imagecache.agent.batching import ThreadBatch
-from imagecache.agent.upstreams import (
+from imagecache.agent.upstream.batching import ThreadBatch
+from imagecache.agent.upstream.port import (
     CHUNK_SIZE,
     METADATA_LIMIT,
     BadUpstreamAnswer,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from imagecache.agent.cache import ImageCache
+from imagecache.agent.cache.facade import ImageCache
 from imagecache.agent.metrics import AgentMetrics
 from imagecache.agent.settings import AgentSettings
 

@@ -35,8 +35,8 @@ from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from imagecache.agent.store import Store
-from imagecache.agent.upstreams import (
+from imagecache.agent.cache.store import Store
+from imagecache.agent.upstream.port import (
     CHUNK_SIZE,
     DEFAULT_HASH_ALGO,
     HASH_ALGOS,

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from imagecache.agent.appkeys import CACHE, SETTINGS
-from imagecache.agent.cache import ImageCache
-from imagecache.agent.errors import NotFound
+from imagecache.agent.cache.facade import ImageCache
+from imagecache.agent.http.appkeys import CACHE, SETTINGS
+from imagecache.agent.http.errors import NotFound
 from imagecache.core.eviction import Candidate, DoesNotFit, choose_victims
 from imagecache.core.ids import is_valid_image_id
 

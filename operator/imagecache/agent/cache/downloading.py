@@ -19,21 +19,21 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO, TypeVar
 
-from imagecache.agent.db import Database
-from imagecache.agent.fetching import (
+from imagecache.agent.cache.db import Database
+from imagecache.agent.cache.fetching import (
     Fetched,
     PermanentFetchError,
     TransientFetchError,
     fetch,
     upstream_errors,
 )
-from imagecache.agent.id_locks import IdLocks
+from imagecache.agent.cache.locks import IdLocks
+from imagecache.agent.cache.pins import Pins
+from imagecache.agent.cache.room import Room
+from imagecache.agent.cache.store import Store
 from imagecache.agent.metrics import AgentMetrics
-from imagecache.agent.pins import Pins
-from imagecache.agent.room import Room
 from imagecache.agent.settings import AgentSettings
-from imagecache.agent.store import Store
-from imagecache.agent.upstreams import ImageMeta, Upstream
+from imagecache.agent.upstream.port import ImageMeta, Upstream
 from imagecache.core import images
 from imagecache.core.backoff import backoff_delay
 from imagecache.core.eviction import DoesNotFit

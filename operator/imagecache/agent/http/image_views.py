@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from imagecache.agent.errors import BadRequest, NotFound, UpstreamUnavailable
-from imagecache.agent.image_index import ImageIndex, InvalidQuery
-from imagecache.agent.upstreams import ImageNotFound, TransientUpstreamError, UpstreamError
+from imagecache.agent.http.errors import BadRequest, NotFound, UpstreamUnavailable
+from imagecache.agent.upstream.index import ImageIndex, InvalidQuery
+from imagecache.agent.upstream.port import ImageNotFound, TransientUpstreamError, UpstreamError
 
 IMAGE_INDEX: web.AppKey[ImageIndex] = web.AppKey("image_index")
 

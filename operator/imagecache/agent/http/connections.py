@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-log = logging.getLogger("imagecache.agent.connections")
+log = logging.getLogger("imagecache.agent.http.connections")
 
 PROBE_PATHS = frozenset({b"/healthz", b"/readyz", b"/metrics"})
 PROBE_RESERVE = 8

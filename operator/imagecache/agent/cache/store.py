@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from imagecache.agent import scan
+from imagecache.agent.cache import scan
 from imagecache.core.recovery import INVALID_KEEP, FileFacts, prune_invalid
 
 PROBE_BLOCK = b"\0" * 4096

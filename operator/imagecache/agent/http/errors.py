@@ -13,7 +13,7 @@ ApiError
 
 from __future__ import annotations
 
-from imagecache.agent.upstreams import (
+from imagecache.agent.upstream.port import (
     BadUpstreamAnswer,
     ImageNotFound,
     TransientUpstreamError,

@@ -21,8 +21,8 @@ from typing import Any
 
 import aiohttp
 
-from imagecache.agent.upstream_auth import NoAuth, UpstreamAuth
-from imagecache.agent.upstreams import (
+from imagecache.agent.upstream.auth import NoAuth, UpstreamAuth
+from imagecache.agent.upstream.port import (
     CHUNK_SIZE,
     FLUSH_AFTER,
     METADATA_LIMIT,

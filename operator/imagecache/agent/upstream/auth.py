@@ -16,7 +16,7 @@ from typing import Protocol
 
 from imagecache.agent.keystone import Keystone, KeystoneError
 from imagecache.agent.token_file import TokenFile
-from imagecache.agent.upstreams import TransientUpstreamError
+from imagecache.agent.upstream.port import TransientUpstreamError
 
 
 class UpstreamAuth(Protocol):

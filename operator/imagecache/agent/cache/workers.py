@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-log = logging.getLogger("imagecache.agent.workers")
+log = logging.getLogger("imagecache.agent.cache.workers")
 
 Job = Callable[[str, int], Coroutine[Any, Any, None]]
 

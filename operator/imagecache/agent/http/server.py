@@ -20,9 +20,9 @@ import logging
 
 from aiohttp import web
 
-from imagecache.agent.app import create_app
-from imagecache.agent.appkeys import METRICS
-from imagecache.agent.connections import (
+from imagecache.agent.http.app import create_app
+from imagecache.agent.http.appkeys import METRICS
+from imagecache.agent.http.connections import (
     ConnectionGuard,
     ConnectionLimits,
     RateLimitedLog,
@@ -61,7 +61,7 @@ async def serve(settings: AgentSettings, stop: StopRequest) -> None:
         guard = ConnectionGuard(
             server,
             limits,
-            warnings=RateLimitedLog(logging.getLogger("imagecache.agent.connections")),
+            warnings=RateLimitedLog(logging.getLogger("imagecache.agent.http.connections")),
             on_refused=lambda reason: metrics.connections_refused.labels(reason).inc(),
         )
         metrics.connections_open.set_function(lambda: float(guard.open_connections))

@@ -24,9 +24,15 @@ from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Literal
 
-from imagecache.agent.db import Database
-from imagecache.agent.downloading import Downloader, to_completion
-from imagecache.agent.errors import (
+from imagecache.agent.cache.db import Database
+from imagecache.agent.cache.downloading import Downloader, to_completion
+from imagecache.agent.cache.locks import IdLocks
+from imagecache.agent.cache.pins import Pins
+from imagecache.agent.cache.recovery import open_and_repair
+from imagecache.agent.cache.room import Room
+from imagecache.agent.cache.store import Store
+from imagecache.agent.cache.workers import WorkerPool
+from imagecache.agent.http.errors import (
     BadGateway,
     BadRequest,
     NotFound,
@@ -34,21 +40,15 @@ from imagecache.agent.errors import (
     UpstreamUnavailable,
     from_upstream,
 )
-from imagecache.agent.id_locks import IdLocks
 from imagecache.agent.metrics import AgentMetrics
-from imagecache.agent.pins import Pins
-from imagecache.agent.room import Room
 from imagecache.agent.settings import AgentSettings
-from imagecache.agent.startup import open_and_repair
-from imagecache.agent.store import Store
-from imagecache.agent.upstreams import (
+from imagecache.agent.upstream.port import (
     BadUpstreamAnswer,
     ByteStream,
     ImageMeta,
     Upstream,
     UpstreamError,
 )
-from imagecache.agent.workers import WorkerPool
 from imagecache.core import images
 from imagecache.core.ids import is_valid_image_id
 from imagecache.core.images import ImageRecord, State

@@ -14,9 +14,9 @@ import asyncio
 import logging
 from pathlib import Path
 
-from imagecache.agent import scan
-from imagecache.agent.db import Database, DatabaseFull
-from imagecache.agent.store import Store
+from imagecache.agent.cache import scan
+from imagecache.agent.cache.db import Database, DatabaseFull
+from imagecache.agent.cache.store import Store
 from imagecache.core.recovery import RecoveryPlan, plan_recovery
 
 log = logging.getLogger("imagecache.agent")

@@ -8,9 +8,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from imagecache.agent.auth import AcceptedTokens, presented_token
-from imagecache.agent.db import DatabaseError, DatabaseFull
-from imagecache.agent.errors import ApiError
+from imagecache.agent.cache.db import DatabaseError, DatabaseFull
+from imagecache.agent.http.auth import AcceptedTokens, presented_token
+from imagecache.agent.http.errors import ApiError
 from imagecache.agent.keystone import Keystone, KeystoneError
 
 log = logging.getLogger("imagecache.agent.http")

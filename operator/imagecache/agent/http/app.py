@@ -11,21 +11,21 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from imagecache.agent.appkeys import CACHE, METRICS, SETTINGS
-from imagecache.agent.auth import AcceptedTokens
-from imagecache.agent.cache import ImageCache
-from imagecache.agent.image_index import make_image_index
-from imagecache.agent.images_api import IMAGE_INDEX
+from imagecache.agent.cache.facade import ImageCache
+from imagecache.agent.http.appkeys import CACHE, METRICS, SETTINGS
+from imagecache.agent.http.auth import AcceptedTokens
+from imagecache.agent.http.image_views import IMAGE_INDEX
+from imagecache.agent.http.middlewares import auth_middleware, errors_middleware
+from imagecache.agent.http.views import routes
 from imagecache.agent.keystone import Keystone, make_keystone
 from imagecache.agent.metrics import AgentMetrics
-from imagecache.agent.middlewares import auth_middleware, errors_middleware
 from imagecache.agent.settings import AgentSettings
 from imagecache.agent.token_file import TokenFile
-from imagecache.agent.upstream_auth import KeystoneAuth, StaticToken
-from imagecache.agent.upstream_file import FileUpstream
-from imagecache.agent.upstream_http import GlanceUpstream, HttpUpstream
-from imagecache.agent.upstreams import Upstream
-from imagecache.agent.views import routes
+from imagecache.agent.upstream.auth import KeystoneAuth, StaticToken
+from imagecache.agent.upstream.file import FileUpstream
+from imagecache.agent.upstream.http import GlanceUpstream, HttpUpstream
+from imagecache.agent.upstream.index import make_image_index
+from imagecache.agent.upstream.port import Upstream
 
 
 def create_app(settings: AgentSettings, *, upstream: Upstream | None = None) -> web.Application:

@@ -13,13 +13,13 @@ from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from imagecache.agent.appkeys import CACHE, METRICS
-from imagecache.agent.cache import ClearTarget
-from imagecache.agent.cache_admin import cache_admin_routes
-from imagecache.agent.errors import BadRequest, NotFound, from_upstream
-from imagecache.agent.images_api import image_routes
-from imagecache.agent.middlewares import is_glance_client
-from imagecache.agent.upstreams import UpstreamError
+from imagecache.agent.cache.facade import ClearTarget
+from imagecache.agent.cache.maintenance import cache_admin_routes
+from imagecache.agent.http.appkeys import CACHE, METRICS
+from imagecache.agent.http.errors import BadRequest, NotFound, from_upstream
+from imagecache.agent.http.image_views import image_routes
+from imagecache.agent.http.middlewares import is_glance_client
+from imagecache.agent.upstream.port import UpstreamError
 from imagecache.core.ids import is_valid_image_id
 
 CLEAR_HEADER = "x-image-cache-clear-target"

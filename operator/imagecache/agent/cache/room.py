@@ -21,8 +21,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from imagecache.agent.id_locks import IdLocks
-from imagecache.agent.pins import Pins
+from imagecache.agent.cache.locks import IdLocks
+from imagecache.agent.cache.pins import Pins
 from imagecache.core.eviction import Candidate, DoesNotFit, choose_victims
 from imagecache.core.table import ImageTable
 
