@@ -107,6 +107,7 @@ class ReconcileLoop:
                     await self.tick()
                 except Exception:
                     logger.exception("reconcile tick failed; the next tick tries again")
+                self._metrics.tick_duration.observe(self._monotonic() - began)
                 rest = max(0.0, self._settings.poll_interval - (self._monotonic() - began))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=rest)
@@ -194,7 +195,7 @@ class ReconcileLoop:
             self._resting.pop(request.key, None)
         plan = RequestPlan(request=request, targets=plan.targets)
         outcome = await self._reconciler.reconcile(plan, reports)
-        self._metrics.set_phase(request.uid, outcome.status.get("phase"))
+        self._metrics.observe_status(request.uid, outcome.status)
         memory = self._memory.get(request.key)
         decision = decide_write(
             live=request.status,

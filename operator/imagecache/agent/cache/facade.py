@@ -108,6 +108,7 @@ class ImageCache:
             invalid_files=lambda: float(self.store.invalid_files),
             invalid_bytes=lambda: float(self.store.invalid_bytes),
         )
+        metrics.watch_filesystem(self.store.root, max_size=settings.max_size)
 
     # --- lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -177,6 +178,7 @@ class ImageCache:
                 await self._refuse(existing, image_id, error)
                 return
             except UpstreamError as error:
+                self.metrics.upstream_error(error.reason)
                 raise from_upstream(error, image_id) from error
             if meta.status != "active":
                 raise BadRequest(f"Image {image_id} is not active (status {meta.status!r})")
@@ -213,6 +215,7 @@ class ImageCache:
         await self.db.save(failed)
         self.records[image_id] = failed
         self.metrics.failures.labels(error.reason).inc()
+        self.metrics.upstream_error(error.reason)
         log.warning(
             "caching %s failed: %s",
             image_id,
@@ -224,6 +227,7 @@ class ImageCache:
         try:
             return await self.upstream.metadata(image_id)
         except UpstreamError as error:
+            self.metrics.upstream_error(error.reason)
             raise from_upstream(error, image_id) from error
 
     async def delete(self, image_id: str) -> None:
