@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,9 @@ from tests.support.upstreams import HttpFileServer
 NAMESPACE = "imagecache-system"
 """The namespace label of every target: the release namespace the rules were rendered for."""
 OPERATOR_POD = "ic-imagecache-operator-0"
+STEADY = {"recheck_interval": 60.0}
+"""Operator settings over the harness' fast ones: a Failed request stays Failed (the harness
+re-checks every second, which would re-queue it and make it flicker between phases)."""
 
 
 @dataclass
@@ -61,6 +64,7 @@ async def monitored_fleet(
     agents: int = 2,
     interval: str = "1s",
     agent_args: Sequence[str] = (),
+    operator_settings: Mapping[str, Any] = STEADY,
 ) -> AsyncIterator[Fleet]:
     """Start upstream, agents (pods ``glance-0``...), the operator and Prometheus, wait until
     Prometheus scrapes them all, create the pods; stop everything on the way out."""
@@ -107,7 +111,7 @@ async def monitored_fleet(
                     for n in range(agents)
                 ]
                 operator = await start_operator(
-                    kube, token_file=token_file, metrics_port=operator_port
+                    kube, token_file=token_file, metrics_port=operator_port, **operator_settings
                 )
             finally:
                 await starting

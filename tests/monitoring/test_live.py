@@ -139,8 +139,7 @@ async def test_dashboard_and_alerts_on_a_real_prometheus(
             return [
                 a
                 for a in alerts
-                if a["labels"]["alertname"] == "ImageCacheRequestFailed"
-                and a["state"] == "firing"
+                if a["labels"]["alertname"] == "ImageCacheRequestFailed" and a["state"] == "firing"
             ]
 
         (alert,) = await asyncio.to_thread(
