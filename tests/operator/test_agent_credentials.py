@@ -155,6 +155,14 @@ async def test_a_token_stolen_by_a_matched_pod_works_nowhere_else(
         api = f"{kube.url}/api/v1/namespaces/{NS}/pods"
         assert await asyncio.to_thread(_replay, api, stolen) == 401
         assert kube.mock.tokens.issued == 2, "one token per pod"
+        accounts = {
+            r.url.path
+            for r in kube.requests
+            if "/serviceaccounts" in r.url.path
+            and r.headers.get("User-Agent", "").startswith("imagecache-operator")
+        }
+        own = f"/api/v1/namespaces/{NS}/serviceaccounts/{OPERATOR_SA}/token"
+        assert accounts == {own}, "TokenRequests only, for its own account (RBAC)"
     finally:
         await running.stop()
         agent.kill()
