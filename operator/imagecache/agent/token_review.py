@@ -202,13 +202,15 @@ class TokenReviews:
                 ssl=self.access.ssl,
                 allow_redirects=False,
             ) as response:
-                raw = await response.content.read(MAX_ANSWER_BYTES + 1)
                 if response.status not in (200, 201):
                     raise TokenReviewError(f"TokenReview answered {response.status}")
+                raw = bytearray()
+                async for chunk in response.content.iter_chunked(16 * 1024):
+                    raw += chunk
+                    if len(raw) > MAX_ANSWER_BYTES:
+                        raise TokenReviewError("TokenReview answer too large")
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
             raise TokenReviewError(f"TokenReview failed: {error!r}") from error
-        if len(raw) > MAX_ANSWER_BYTES:
-            raise TokenReviewError("TokenReview answer too large")
         try:
             answer = json.loads(raw)
         except ValueError as error:

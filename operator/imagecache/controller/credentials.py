@@ -36,7 +36,18 @@ from imagecache.core.podtokens import agent_audience, refresh_due
 MAX_CACHED = 10_000
 """Pod tokens kept at most (one per target pod); the least recently used go first."""
 MAX_TOKEN_LENGTH = 8 * 1024
+MAX_ANSWER_BYTES = 64 * 1024
 TOKEN_REQUEST_TIMEOUT = 10.0
+
+
+async def _bounded_body(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The whole body, or `ValueError` once it grows past `limit` bytes."""
+    body = bytearray()
+    async for chunk in response.content.iter_chunked(16 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise ValueError(f"answer larger than {limit} bytes")
+    return bytes(body)
 
 
 class AgentCredentials(Protocol):
@@ -171,7 +182,7 @@ class PodTokenCredentials:
                 **options,
             )
             try:
-                raw = await response.content.read(64 * 1024)
+                raw = await _bounded_body(response, MAX_ANSWER_BYTES)
             finally:
                 response.release()
             if response.status not in (200, 201):
