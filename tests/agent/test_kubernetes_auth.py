@@ -5,7 +5,8 @@ service account minted for this pod's audience is accepted, and the verdict is r
 review for many requests); refused (401): a token for another pod's audience, one for the API
 server, one of another service account, a garbage token, an oversized token (without a review);
 the token-file tokens still work; the agent's own credentials refused by the API server → 503,
-never a 200; the settings refuse the mode without a pod UID or an operator account.
+never a 200; the settings refuse the mode without a pod UID or an operator account; outside a
+cluster without --kubeconfig the agent stops at start with one line and exit status 2.
 """
 
 from __future__ import annotations
@@ -130,3 +131,23 @@ def test_kubernetes_mode_counts_as_auth_on_the_network() -> None:
         operator_service_account=USERNAME,
     )
     assert settings.auth == "kubernetes"
+
+
+def test_no_way_to_the_api_stops_the_agent_with_one_clear_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBERNETES_", "IMAGECACHE_"))}
+    args = ["--upstream", f"file://{tmp_path}", "--cache-dir", str(tmp_path / "cache")]
+    args += ["--auth", "kubernetes", "--pod-uid", POD_UID, "--operator-service-account", USERNAME]
+    done = subprocess.run(
+        [sys.executable, "-m", "imagecache.agent", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "invalid setting kubeconfig" in done.stderr and "not in a cluster" in done.stderr
