@@ -64,9 +64,9 @@ async def test_a_leader_behind_a_slow_api_stops_writing_before_its_lease_can_exp
             while refused_at is None and time.monotonic() < deadline:
                 try:
                     await writes.patch_status(NS, "r", {"message": f"{time.monotonic()}"})
-                except WriteFailed as error:
-                    assert "not leading" in str(error)
-                    refused_at = time.monotonic()
+                except WriteFailed as error:  # cut at the deadline (timeout), then refused
+                    if "not leading" in str(error):
+                        refused_at = time.monotonic()
                 await asyncio.sleep(0.1)
             assert refused_at is not None, "the gate never closed"
             with pytest.raises(LeaseLost):
