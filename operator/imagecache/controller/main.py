@@ -39,6 +39,7 @@ from imagecache.controller.kubeclient import (
     ApiCredentials,
     MemoryFiles,
     NoCredentials,
+    RefreshingApiClient,
     credential_files,
     open_api_client,
 )
@@ -80,7 +81,8 @@ def _in_memory_login(login: LoginFn, memory: MemoryFiles) -> LoginFn:
     return wrapped
 
 
-def _agent_credentials(settings: OperatorSettings, api: Any) -> AgentCredentials:
+def _agent_credentials(settings: OperatorSettings, api: RefreshingApiClient) -> AgentCredentials:
+    """Per-pod TokenRequest tokens (``agent_auth = kubernetes``), else the shared token file."""
     if settings.agent_auth == "kubernetes":
         assert settings.service_account is not None
         return PodTokenCredentials(
