@@ -81,6 +81,7 @@ class ImageCache:
         self.pins = Pins(on_unpinned=self._unpinned)
         self.room = Room(
             max_size=settings.max_size,
+            wait_timeout=settings.room_wait_timeout,
             records=self.records,
             pins=self.pins,
             locks=self.locks,
@@ -96,6 +97,7 @@ class ImageCache:
             locks=self.locks,
             pins=self.pins,
             room=self.room,
+            off_duty=lambda: self.pool.off_duty(),
         )
         self.pool = WorkerPool(settings.workers, self.downloader.run, metrics.worker_restarts.inc)
         self._seq = 0
@@ -299,7 +301,12 @@ class ImageCache:
             "cached_images": [images.cached_entry(r) for r in self.records.in_state("cached")],
             "queued_images": [r.image_id for r in order],
             "caching_images": [
-                images.report(r, image_id=r.image_id, queue_position=0)
+                images.report(
+                    r,
+                    image_id=r.image_id,
+                    queue_position=0,
+                    bytes_needed=self.room.waiting(r.image_id),
+                )
                 for r in sorted(caching, key=lambda r: r.seq)
             ],
             "failed_images": [
@@ -314,7 +321,12 @@ class ImageCache:
             raise NotFound(f"No image with id {image_id!r}")
         record = self.records.get(image_id)
         position = self.records.queue_position(image_id)
-        return images.report(record, image_id=image_id, queue_position=position)
+        return images.report(
+            record,
+            image_id=image_id,
+            queue_position=position,
+            bytes_needed=self.room.waiting(image_id),
+        )
 
     # --- serving ---------------------------------------------------------------------------
     def pin(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -15,12 +16,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from imagecache.agent.cache.facade import ClearTarget
 from imagecache.agent.cache.maintenance import cache_admin_routes
-from imagecache.agent.http.appkeys import CACHE, METRICS
+from imagecache.agent.http.appkeys import CACHE, METRICS, SETTINGS
 from imagecache.agent.http.errors import BadRequest, NotFound, from_upstream
 from imagecache.agent.http.image_views import image_routes
 from imagecache.agent.http.middlewares import is_glance_client
+from imagecache.agent.http.read_deadline import read_deadline
 from imagecache.agent.upstream.port import UpstreamError
 from imagecache.core.ids import is_valid_image_id
+
+log = logging.getLogger("imagecache.agent.http")
 
 CLEAR_HEADER = "x-image-cache-clear-target"
 _ZERO_SUFFIX = re.compile(r"bytes=\s*-0+\s*")
@@ -98,7 +102,8 @@ async def image_file(request: web.Request) -> web.StreamResponse:
         headers = {"Content-Type": "application/octet-stream"}
         if record.checksum:
             headers["Content-MD5"] = record.checksum
-        return PinnedFileResponse(path, release, headers=headers)
+        idle = request.app[SETTINGS].serve_idle_timeout
+        return PinnedFileResponse(path, release, idle_timeout=idle, headers=headers)
     meta = await cache.read_through(image_id, read=read)
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     if meta.size is not None:
@@ -132,15 +137,31 @@ async def image_file(request: web.Request) -> web.StreamResponse:
 
 
 class PinnedFileResponse(web.FileResponse):
-    """A cached file served zero-copy (sendfile, Range); its pin is released once sent."""
+    """A cached file served zero-copy (sendfile, Range); its pin is released once sent.
 
-    def __init__(self, path: Path, release: Callable[[], None], **kwargs: Any) -> None:
+    A client that reads nothing for `idle_timeout` seconds is disconnected (`read_deadline`),
+    so a stalled reader cannot keep the image pinned for ever.
+    """
+
+    def __init__(
+        self, path: Path, release: Callable[[], None], *, idle_timeout: float, **kwargs: Any
+    ) -> None:
         super().__init__(path, **kwargs)
         self._release = release
+        self._idle_timeout = idle_timeout
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         try:
-            return await super().prepare(request)
+            async with read_deadline(request.transport, idle=self._idle_timeout, what=request.path):
+                return await super().prepare(request)
+        except ConnectionError as error:
+            log.info(
+                "client went away while %s was sent: %s",
+                request.path,
+                error,
+                extra={"event": "client_gone"},
+            )
+            raise
         finally:
             self._release()
 
