@@ -14,7 +14,6 @@ from aiohttp import web
 from imagecache.agent.cache.facade import ImageCache
 from imagecache.agent.http.appkeys import CACHE, METRICS, SETTINGS
 from imagecache.agent.http.auth import AcceptedTokens
-from imagecache.agent.http.image_views import IMAGE_INDEX
 from imagecache.agent.http.middlewares import auth_middleware, errors_middleware
 from imagecache.agent.http.views import routes
 from imagecache.agent.keystone import Keystone, make_keystone
@@ -24,7 +23,6 @@ from imagecache.agent.token_file import TokenFile
 from imagecache.agent.upstream.auth import KeystoneAuth, StaticToken
 from imagecache.agent.upstream.file import FileUpstream
 from imagecache.agent.upstream.http import GlanceUpstream, HttpUpstream
-from imagecache.agent.upstream.index import make_image_index
 from imagecache.agent.upstream.port import Upstream
 
 
@@ -33,7 +31,12 @@ def create_app(settings: AgentSettings, *, upstream: Upstream | None = None) -> 
     tokens = (
         AcceptedTokens(TokenFile(settings.token_file)) if settings.token_file is not None else None
     )
-    keystone = make_keystone(settings.os_cloud, roles=settings.roles, clock=time.time)
+    keystone = make_keystone(
+        settings.os_cloud,
+        roles=settings.roles,
+        clock=time.time,
+        timeout=settings.keystone_timeout,
+    )
     inbound = keystone if settings.auth == "keystone" else None
     app = web.Application(
         middlewares=[errors_middleware, auth_middleware(tokens, inbound)],
@@ -53,7 +56,6 @@ def create_app(settings: AgentSettings, *, upstream: Upstream | None = None) -> 
         ),
         metrics,
     )
-    app[IMAGE_INDEX] = make_image_index(app[CACHE].upstream)
     app.add_routes(routes())
     app.cleanup_ctx.append(_threads)
     app.cleanup_ctx.append(_cache)
