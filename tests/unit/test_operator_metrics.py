@@ -4,7 +4,8 @@ Covers: requests by phase from the statuses the loop computes; the longest stall
 Caching request (restarted by a change of phase or of progress bytes, 0 when none waits,
 forgotten with the request); the time from a request seen not Cached to its Cached status,
 observed once per move to Cached (again after a fall back), never for a request first seen
-Cached (an operator restart does not count old requests).
+Cached (an operator restart does not count old requests); the agent-request and API-write
+series the alerts rate exist at 0 before the first one.
 """
 
 from __future__ import annotations
@@ -83,3 +84,16 @@ def test_time_to_cached() -> None:
     clock.now += 4
     metrics.observe_status("new", status("Cached", 100))
     assert sample(metrics, count) == 2 and sample(metrics, total) == 9
+
+
+def test_series_the_alerts_rate_exist_at_zero() -> None:
+    """A first unreachable agent or failed write must be an increase from 0, not a new series."""
+    metrics = OperatorMetrics()
+    for method in ("GET", "PUT", "DELETE"):
+        for outcome in ("unreachable", "timeout"):
+            name = "imagecache_operator_agent_requests_total"
+            assert sample(metrics, name, method=method, outcome=outcome) == 0
+        name = "imagecache_operator_agent_request_duration_seconds_count"
+        assert sample(metrics, name, method=method) == 0
+    for kind in ("status", "event"):
+        assert sample(metrics, "imagecache_operator_api_writes_total", kind=kind, outcome="ok") == 0

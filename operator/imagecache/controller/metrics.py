@@ -19,7 +19,8 @@ operators can run in one process (tests):
   without leader election), 0 on a standby.
 
 The chart's dashboard and alerts (charts/imagecache/files/) read these; tests/monitoring checks
-every name they use exists on a real scrape.
+every name they use exists on a real scrape. Label sets they rate (agent requests that fail to
+connect or time out, writes) are exported at 0 from the start, so a first one is an increase.
 
 ``/healthz`` (liveness) answers 500 when the reconcile loop is stuck; ``/readyz`` says whether
 this replica is the ``leader`` or a ``standby`` (200 for both).
@@ -41,6 +42,8 @@ from prometheus_client.registry import Collector
 
 from imagecache.core.aggregation import PHASES
 
+AGENT_METHODS = ("GET", "PUT", "DELETE")
+"""The requests the operator sends to agents (the ``method`` label)."""
 WAITING = ("Queued", "Caching")
 """Phases in which a request is expected to progress (the stall clock runs)."""
 
@@ -131,6 +134,15 @@ class OperatorMetrics:
             "1 while this replica leads (holds the Lease, or runs without election), else 0",
             registry=self.registry,
         )
+        # Series that exist at 0 from the start, so the first request, failure or write is an
+        # increase that `rate`/`increase` (and the chart's alerts and panels) see.
+        for method in AGENT_METHODS:
+            self.agent_latency.labels(method=method)
+            for outcome in ("unreachable", "timeout"):
+                self.agent_requests.labels(method=method, outcome=outcome)
+        for kind in ("status", "event"):
+            for outcome in ("ok", "error"):
+                self.api_writes.labels(kind=kind, outcome=outcome)
 
     def observe_agent_request(self, *, method: str, outcome: str, seconds: float) -> None:
         """Count one request to an agent and record its latency."""
