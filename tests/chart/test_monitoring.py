@@ -241,6 +241,10 @@ def test_alert_thresholds_are_values(render: Callable[..., Rendering]) -> None:
         ({"metrics.prometheusRule.alerts.noLeader.for": "1 minute"}, "for"),
         ({"metrics.prometheusRule.runbookUrl": "docs/operations.md"}, "runbookUrl"),
         ({"metrics.dashboards.lable": "x"}, "lable"),
+        (
+            {"metrics.serviceMonitor.enabled": True, "operator.service.enabled": False},
+            "needs operator.service.enabled",
+        ),
     ],
 )
 def test_bad_monitoring_values_are_refused(helm: str, values: dict[str, Any], needle: str) -> None:
