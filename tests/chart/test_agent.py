@@ -95,6 +95,9 @@ def test_daemonset_agent(render: Callable[..., Rendering]) -> None:
         "IMAGECACHE_LOG_FORMAT": "json",
         "IMAGECACHE_LOG_LEVEL": "info",
         "IMAGECACHE_DRAIN_TIMEOUT": "25",
+        "IMAGECACHE_ROOM_WAIT_TIMEOUT": "600",
+        "IMAGECACHE_SERVE_IDLE_TIMEOUT": "60",
+        "IMAGECACHE_KEYSTONE_TIMEOUT": "10",
     }
     downward = {e["name"]: e["valueFrom"] for e in container["env"] if "valueFrom" in e}
     assert downward == {
@@ -178,6 +181,8 @@ def test_agent_env_is_accepted_by_agent_settings(
         assert settings.port == 9292
         assert settings.host == ("0.0.0.0" if value_set == "ipv4-only" else "::")
         assert settings.token_file is not None and str(settings.token_file) == TOKEN_PATH
+        bounds = (settings.room_wait_timeout, settings.serve_idle_timeout)
+        assert bounds == (600.0, 60.0) and settings.keystone_timeout == 10.0
 
 
 @pytest.mark.parametrize(
@@ -207,6 +212,9 @@ def test_every_agent_setting_is_rendered_from_the_one_map(
         "logLevel": "debug",
         "drainTimeout": 10,
         "keystoneRoles": "",
+        "roomWaitTimeout": 120.5,
+        "serveIdleTimeout": 30,
+        "keystoneTimeout": 300,
     }
     values = {**VALUE_SETS["agent-daemonset"], "agent.settings": settings}
     env = env_of(agent_container(render(values)))
@@ -219,6 +227,9 @@ def test_every_agent_setting_is_rendered_from_the_one_map(
         "IMAGECACHE_LOG_FORMAT": "text",
         "IMAGECACHE_LOG_LEVEL": "debug",
         "IMAGECACHE_DRAIN_TIMEOUT": "10",
+        "IMAGECACHE_ROOM_WAIT_TIMEOUT": "120.5",
+        "IMAGECACHE_SERVE_IDLE_TIMEOUT": "30",
+        "IMAGECACHE_KEYSTONE_TIMEOUT": "300",
     }
     assert {k: v for k, v in env.items() if k in rendered} == rendered
     assert "IMAGECACHE_KEYSTONE_ROLES" not in env, "an empty string keeps the agent default"
