@@ -6,7 +6,8 @@ plus the chart-owned values (and that the agent's own settings object accepts it
 the imagecache.dev/port annotation; emptyDir, hostPath (an existing Directory) and per-pod PVC
 caches; OpenStack values (auth, cloud, a read-only clouds.yaml Secret); the generated token Secret
 versus an existing one; the headless Service; the NetworkPolicy admitting only the operator and
-declared consumers.
+declared consumers; examples/values-kind.yaml (as the kind e2e installs it) wiring the per-pod
+credentials end to end.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 
 from tests.chart.conftest import (
     NAMESPACE,
+    REPO,
     Manifest,
     Rendering,
     containers,
@@ -243,6 +245,48 @@ def test_every_agent_setting_is_rendered_from_the_one_map(
         "IMAGECACHE_MAX_SIZE",
     }
     assert set(env) == set(rendered) | chart_owned
+
+
+def test_kind_values_wire_per_pod_credentials(render: Callable[..., Rendering]) -> None:
+    """examples/values-kind.yaml as tests/e2e installs it: every piece per-pod tokens need."""
+    values = {"watchNamespaces": [NAMESPACE], "agent.upstream.url": HTTP_UPSTREAM}
+    rendering = render(values, files=[REPO / "examples" / "values-kind.yaml"])
+    operator_sa = "ic-imagecache-operator"
+    (operator,) = rendering.one("Deployment", operator_sa)["spec"]["template"]["spec"]["containers"]
+    operator_env = env_of(operator)
+    assert operator_env["IMAGECACHE_OPERATOR_AGENT_AUTH"] == "kubernetes"
+    assert operator_env["IMAGECACHE_OPERATOR_SERVICE_ACCOUNT"] == operator_sa
+    tokens = rendering.one("Role", f"{operator_sa}-agent-tokens")
+    assert tokens["metadata"]["namespace"] == NAMESPACE
+    assert tokens["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["serviceaccounts/token"],
+            "resourceNames": [operator_sa],
+            "verbs": ["create"],
+        }
+    ]
+    binding = rendering.one("RoleBinding", f"{operator_sa}-agent-tokens")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": operator_sa, "namespace": NAMESPACE}
+    ]
+    review = rendering.one("ClusterRoleBinding", f"{AGENT}-token-review")
+    assert review["subjects"] == [{"kind": "ServiceAccount", "name": AGENT, "namespace": NAMESPACE}]
+    assert rendering.one("ClusterRole", review["roleRef"]["name"])["rules"][0]["resources"] == [
+        "tokenreviews"
+    ]
+    workload = agent_workload(rendering)
+    assert workload["kind"] == "StatefulSet"
+    assert workload["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+    container = agent_container(rendering)
+    env = env_of(container)
+    assert env["IMAGECACHE_AUTH"] == "kubernetes"
+    assert env["IMAGECACHE_OPERATOR_SERVICE_ACCOUNT"] == (
+        f"system:serviceaccount:{NAMESPACE}:{operator_sa}"
+    )
+    assert env["IMAGECACHE_TOKEN_FILE"] == TOKEN_PATH, "the e2e probes use the shared token"
+    downward = {e["name"]: e["valueFrom"] for e in container["env"] if "valueFrom" in e}
+    assert downward["IMAGECACHE_POD_UID"] == {"fieldRef": {"fieldPath": "metadata.uid"}}
 
 
 def test_openstack_keystone_agent(render: Callable[..., Rendering]) -> None:
