@@ -6,6 +6,11 @@ no longer matches). Each attempt reserves room first (`Room`). The commit — th
 ``images/`` of the very file that was hashed, the record turning ``cached`` and its row saved —
 runs holding the image id (`IdLocks`) and to completion even when the download is cancelled,
 so a `DELETE` either comes before it (and the download never commits) or after it.
+
+Every download ends (SPEC §2.10): an exception no layer translated into a `FetchError` (a bug,
+a `RecursionError`, ...) fails the image with reason ``internal_error`` and the exception's
+name, instead of leaving it ``caching``. `owns` tells which records a download still owns, so a
+`PUT` can recover a record that none does.
 """
 
 from __future__ import annotations
@@ -85,6 +90,15 @@ class Downloader:
         self.pins = pins
         self.room = room
         self._handed: dict[tuple[str, int], ImageMeta] = {}
+        self._owned: set[tuple[str, int]] = set()
+
+    def claim(self, image_id: str, seq: int) -> None:
+        """A download of this record was handed to the worker pool (it ends in `run`)."""
+        self._owned.add((image_id, seq))
+
+    def owns(self, image_id: str, seq: int) -> bool:
+        """Whether a download (waiting for a worker or running) still owns this record."""
+        return (image_id, seq) in self._owned
 
     def hand_over(self, image_id: str, seq: int, meta: ImageMeta) -> None:
         """The metadata the `PUT` just read, for this download's first attempt.
@@ -138,11 +152,22 @@ class Downloader:
                     self.metrics.failures.labels(error.reason).inc()
                     await self._fail(image_id, seq, str(error))
                     return
+                except Exception as error:  # untranslated: a bug, never a reason to hang
+                    log.exception(
+                        "download of %s failed unexpectedly",
+                        image_id,
+                        extra={"event": "crashed", "image_id": image_id},
+                    )
+                    self.metrics.failures.labels("internal_error").inc()
+                    text = f"internal error: {type(error).__name__}: {error}"
+                    await self._fail(image_id, seq, text[:300])
+                    return
                 self.metrics.duration.observe(time.monotonic() - started)
                 return
         finally:
             self.room.release(image_id)  # no other download of this id runs meanwhile
             self._handed.pop((image_id, seq), None)
+            self._owned.discard((image_id, seq))
 
     async def _attempt(self, record: ImageRecord) -> None:
         image_id, seq = record.image_id, record.seq

@@ -12,12 +12,15 @@ from aiohttp import web
 from imagecache.agent.http.errors import BadRequest, NotFound, UpstreamUnavailable
 from imagecache.agent.upstream.index import ImageIndex, InvalidQuery
 from imagecache.agent.upstream.port import ImageNotFound, TransientUpstreamError, UpstreamError
+from imagecache.core.ids import is_valid_image_id
 
 IMAGE_INDEX: web.AppKey[ImageIndex] = web.AppKey("image_index")
 
 
 async def show_image(request: web.Request) -> web.Response:
     image_id = request.match_info["image_id"]
+    if not is_valid_image_id(image_id):  # before any upstream path exists (SPEC §2.3)
+        raise NotFound(f"No image found with ID {image_id}")
     try:
         doc = await request.app[IMAGE_INDEX].show(image_id)
     except ImageNotFound as error:
