@@ -398,10 +398,3 @@ async def test_an_id_never_reaches_another_path_of_an_http_upstream(
         reply = await raw(agent, "GET", target)
         assert reply.status == 404, reply
         assert server.requests == []
-
-
-def test_an_id_is_one_quoted_path_segment() -> None:
-    from imagecache.agent.upstream.http import segment
-
-    assert segment("a.b_c-1") == "a.b_c-1"
-    assert segment("../x?y#z") == "..%2Fx%3Fy%23z"  # defence in depth: ids are checked first

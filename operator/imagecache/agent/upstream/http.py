@@ -15,13 +15,12 @@ import asyncio
 import base64
 import binascii
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from multidict import CIMultiDictProxy
 
 from imagecache.agent.upstream.auth import NoAuth, UpstreamAuth
 from imagecache.agent.upstream.documents import load_document
@@ -144,7 +143,9 @@ class _HttpBase:
             headers["If-Range"] = validator
         response = await self._request("GET", path, headers=headers)
         try:
-            misfit = response.status == 206 and not _range_fits(response, offset)
+            misfit = response.status == 206 and not range_fits(
+                response.headers.get("Content-Range", ""), response.content_length, offset
+            )
             if offset > 0 and (response.status == 416 or misfit):
                 response.release()
                 async with self.open(image_id, 0) as fresh:
@@ -161,7 +162,7 @@ class _HttpBase:
             yield ChunkStream(
                 offset=start,
                 source=lambda: self._read(response),
-                validator=_validator(response.headers),
+                validator=validator_of(response.headers),
             )
         finally:
             response.release()
@@ -221,14 +222,13 @@ class _HttpBase:
             )
 
 
-def _range_fits(response: aiohttp.ClientResponse, offset: int) -> bool:
+def range_fits(content_range: str, length: int | None, offset: int) -> bool:
     """Whether a 206 holds the bytes from `offset` to the end: its ``Content-Range`` starts at
     `offset` and ends at ``total - 1``, and ``Content-Length`` (when sent) is that length."""
-    match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+    match = _CONTENT_RANGE.fullmatch(content_range.strip())
     if match is None:
         return False
     start, end, total = (int(group) for group in match.groups())
-    length = response.content_length
     return (
         start == offset
         and start <= end
@@ -237,7 +237,7 @@ def _range_fits(response: aiohttp.ClientResponse, offset: int) -> bool:
     )
 
 
-def _validator(headers: CIMultiDictProxy[str]) -> str | None:
+def validator_of(headers: Mapping[str, str]) -> str | None:
     """What identifies this version of the image for ``If-Range``: a strong ``ETag``, else
     ``Last-Modified``; None when the answer has neither (or only malformed ones)."""
     etag = headers.get("ETag", "")
