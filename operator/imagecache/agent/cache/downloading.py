@@ -9,8 +9,7 @@ so a `DELETE` either comes before it (and the download never commits) or after i
 
 Every download ends (SPEC §2.10): an exception no layer translated into a `FetchError` (a bug,
 a `RecursionError`, ...) fails the image with reason ``internal_error`` and the exception's
-name, instead of leaving it ``caching``. `owns` tells which records a download still owns, so a
-`PUT` can recover a record that none does.
+name, instead of leaving it ``caching``.
 """
 
 from __future__ import annotations
@@ -90,15 +89,6 @@ class Downloader:
         self.pins = pins
         self.room = room
         self._handed: dict[tuple[str, int], ImageMeta] = {}
-        self._owned: set[tuple[str, int]] = set()
-
-    def claim(self, image_id: str, seq: int) -> None:
-        """A download of this record was handed to the worker pool (it ends in `run`)."""
-        self._owned.add((image_id, seq))
-
-    def owns(self, image_id: str, seq: int) -> bool:
-        """Whether a download (waiting for a worker or running) still owns this record."""
-        return (image_id, seq) in self._owned
 
     def hand_over(self, image_id: str, seq: int, meta: ImageMeta) -> None:
         """The metadata the `PUT` just read, for this download's first attempt.
@@ -167,7 +157,6 @@ class Downloader:
         finally:
             self.room.release(image_id)  # no other download of this id runs meanwhile
             self._handed.pop((image_id, seq), None)
-            self._owned.discard((image_id, seq))
 
     async def _attempt(self, record: ImageRecord) -> None:
         image_id, seq = record.image_id, record.seq

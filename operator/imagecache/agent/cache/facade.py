@@ -119,7 +119,7 @@ class ImageCache:
             self._seq = max(self._seq, record.seq)
         self.pool.start()
         for record in self.records.queue_order():
-            self._submit(record.image_id, record.seq)
+            self.pool.submit(record.image_id, record.seq)
         log.info("cache opened", extra={"event": "opened", "images": len(self.records)})
 
     async def drain(self, grace: float) -> None:
@@ -197,16 +197,12 @@ class ImageCache:
             await self.db.save(record)
             self.records[image_id] = record
             self.downloader.hand_over(image_id, record.seq, meta)
-            self._submit(image_id, record.seq)
+            self.pool.submit(image_id, record.seq)
         log.info("queued %s", image_id, extra={"event": "queued", "image_id": image_id})
-
-    def _submit(self, image_id: str, seq: int) -> None:
-        self.downloader.claim(image_id, seq)
-        self.pool.submit(image_id, seq)
 
     def _stale(self, record: ImageRecord) -> bool:
         """Queued or caching, but no download owns the record (it ended without an outcome)."""
-        return record.state in ("queued", "caching") and not self.downloader.owns(
+        return record.state in ("queued", "caching") and not self.pool.owns(
             record.image_id, record.seq
         )
 

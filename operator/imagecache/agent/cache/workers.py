@@ -4,12 +4,15 @@ Each download runs as its own child task so `cancel(image_id)` stops exactly tha
 worker that crashes is replaced by its supervisor (and counted), so one failure never stops the
 pool. `alive()` feeds readiness. `drain()` stops taking jobs (SIGTERM) and hands back the
 running downloads so the caller can give them time to finish; `stop()` cancels what is left.
+`owns(image_id, seq)` tells whether a job for that record is waiting or running, so a record
+no job owns any more can be recognised (and queued again).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -30,6 +33,7 @@ class WorkerPool:
         self._supervisor: asyncio.Task[None] | None = None
         self.running: dict[str, asyncio.Task[None]] = {}
         self._busy: set[asyncio.Task[Any]] = set()  # workers running a job
+        self._owned: Counter[tuple[str, int]] = Counter()  # jobs submitted and not yet ended
         self._stopping = False
 
     def start(self) -> None:
@@ -40,7 +44,12 @@ class WorkerPool:
         return asyncio.create_task(self._work(), name=f"worker-{number}")
 
     def submit(self, image_id: str, seq: int) -> None:
+        self._owned[(image_id, seq)] += 1
         self._queue.put_nowait((image_id, seq))
+
+    def owns(self, image_id: str, seq: int) -> bool:
+        """Whether a job for this record is waiting for a worker or running."""
+        return self._owned[(image_id, seq)] > 0
 
     def alive(self) -> bool:
         return (
@@ -78,6 +87,7 @@ class WorkerPool:
             if self._stopping or me is None:
                 return  # draining: the image stays queued in the database for the next start
             self._busy.add(me)
+            job = (image_id, seq)
             task = asyncio.create_task(self._job(image_id, seq), name=f"download-{image_id}")
             self.running[image_id] = task
             try:
@@ -92,6 +102,9 @@ class WorkerPool:
                 log.exception("download of %s crashed", image_id)
             finally:
                 self._busy.discard(me)
+                self._owned[job] -= 1
+                if self._owned[job] <= 0:
+                    del self._owned[job]
                 if self.running.get(image_id) is task:
                     del self.running[image_id]
 
