@@ -95,10 +95,10 @@ class Store:
                 data = handle.read(VALIDATOR_BYTES + 1)
         except OSError:
             return None
-        text = data.decode("ascii", errors="replace")
-        if not 0 < len(data) <= VALIDATOR_BYTES or not text.isprintable():
+        if not 0 < len(data) <= VALIDATOR_BYTES or not data.isascii():
             return None
-        return text
+        text = data.decode("ascii")
+        return text if text.isprintable() else None
 
     def keep_validator(self, image_id: str, validator: str | None) -> None:
         """Record the version a new (emptied) partial file is read from, or forget it.
