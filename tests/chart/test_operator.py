@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.chart.conftest import NAMESPACE, Manifest, Rendering, env_of
+from tests.chart.conftest import CHART, NAMESPACE, Manifest, Rendering, env_of
 from tests.chart.values_sets import VALUE_SETS
 
 OPERATOR = "ic-imagecache-operator"
@@ -64,7 +65,8 @@ def test_deployment_runs_the_operator_with_settings(defaults: Rendering) -> None
     assert "strategy" not in deployment["spec"], "elected replicas roll one by one"
     container = operator_container(defaults)
     assert container["command"] == ["imagecache-operator"]
-    assert container["image"] == "ghcr.io/imagecache/imagecache:0.1.0"
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert container["image"] == f"ghcr.io/imagecache/imagecache:{app_version}"
     assert env_of(container) == {
         "IMAGECACHE_OPERATOR_AGENT_TOKEN_FILE": "/var/run/secrets/imagecache/agent-token/token",
         "IMAGECACHE_OPERATOR_AGENT_PORT": "9292",
