@@ -5,7 +5,8 @@ Covers, with in-process agents over real loopback upstreams (tests/support/integ
   cached or streamed; an always-deflating upstream fails the image, the metadata views and the
   read-through with a ``Content-Encoding`` reason (Glance and plain HTTP upstreams);
 - resume never splices two versions: ``If-Range`` carries the strong ETag (else Last-Modified)
-  of the first answer, also after a restart, and a replaced image is fetched again from byte 0;
+  of the first answer, also after a restart or a ``kill -9`` of a real agent process, and a
+  replaced image is fetched again from byte 0;
   with neither a validator nor a digest a download starts over; a 206 whose ``Content-Range``
   does not start at the requested offset is not appended; a file upstream's file replaced
   between attempts is read again from byte 0;
@@ -32,7 +33,8 @@ from aiohttp import web
 from imagecache.agent.upstream.file import FileUpstream
 from imagecache.agent.upstream.port import ChunkStream, ImageMeta, TransientUpstreamError
 from tests.agent.conftest import IMAGE_A, AgentFactory, eventually, random_payload
-from tests.agent.faults_client import Reply, request
+from tests.agent.faults_client import AgentClient, Reply, request, wait_until
+from tests.support.agents import AgentProcess
 from tests.support.integrity import (
     Behaviour,
     DeflatingGlance,
@@ -161,6 +163,40 @@ async def test_the_validator_survives_a_restart(make_agent: AgentFactory, tmp_pa
         resumed = [r for r in server.seen if r.method == "GET"][-1]
         assert (resumed.range, resumed.if_range) == (f"bytes={SIZE // 2}-", '"v1"'), server.seen
         assert not (cache_dir / "resume" / IMAGE_A).exists()  # gone with the partial
+
+
+def test_a_kill_9_then_a_replaced_image_is_fetched_whole(tmp_path: Path) -> None:
+    """A real agent process is killed mid-download; the image is replaced upstream before the
+    restart: the validator kept on disk makes the restarted agent start over."""
+    old, new = random_payload(SIZE, "old"), random_payload(SIZE, "new")
+    server = VersionedServer()
+    with server.running_in_thread():
+        server.put(IMAGE_A, old, Behaviour(stall_first_after=SIZE // 2))
+        agent = AgentProcess(
+            cache_dir=tmp_path / "cache",
+            upstream=server.upstream,
+            extra_args=["--stall-timeout", "30", "--retry-backoff", "0.05"],
+        )
+        agent.start()
+        try:
+            client = AgentClient(agent.host, agent.port)
+            assert client.queue(IMAGE_A).status == 202
+            wait_until(
+                lambda: client.state(IMAGE_A)["bytes"] >= SIZE // 2 or None,
+                timeout=15,
+                what="half the image on disk",
+            )
+            agent.kill()
+            server.replace(IMAGE_A, new)
+            server.release_stalls()
+            agent.start()
+            report = client.wait_for_state(IMAGE_A, {"cached", "failed"}, timeout=30)
+            assert report["state"] == "cached", report
+            assert (tmp_path / "cache" / "images" / IMAGE_A).read_bytes() == new
+        finally:
+            agent.kill()
+    resumed = [r for r in server.seen if r.method == "GET"][-1]
+    assert (resumed.range, resumed.if_range) == (f"bytes={SIZE // 2}-", '"v1"'), server.seen
 
 
 async def test_without_validator_or_digest_a_download_starts_over(
