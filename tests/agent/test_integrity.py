@@ -155,8 +155,11 @@ async def test_the_validator_survives_a_restart(make_agent: AgentFactory, tmp_pa
         await first.client.close()  # the download stops; its partial file stays
         server.release_stalls()
         server.replace(IMAGE_A, new)
+        orphan = cache_dir / "resume" / "no-partial"  # its partial is gone: forgotten at start
+        orphan.write_text('"v9"')
 
         second = await make_agent(upstream=server.upstream, cache_dir=cache_dir)
+        assert not orphan.exists()
         report = await second.wait_for(IMAGE_A, "cached", "failed")
         assert report["state"] == "cached", report
         assert cached_bytes(second, IMAGE_A) == new

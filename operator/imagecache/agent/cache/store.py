@@ -121,6 +121,13 @@ class Store:
             os.close(fd)
         os.replace(temporary, path)
 
+    def prune_validators(self) -> None:
+        """Forget the validators whose partial file is gone (and half-written ones)."""
+        for name in scan.regular_files(self.resume):
+            if not self.partial_path(name).is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    (self.resume / name).unlink()
+
     def read_partial(self, image_id: str, chunk_size: int) -> Iterator[bytes]:
         """The bytes already downloaded, for re-hashing before a resume."""
         with self.partial_path(image_id).open("rb", buffering=0) as handle:
