@@ -12,7 +12,8 @@ Covers, with in-process agents over real loopback upstreams (tests/support/integ
   between attempts is read again from byte 0;
 - every download ends: metadata JSON nested past the bound fails the image with a reason (not
   ``caching`` forever), so does an exception no layer expected, and a ``caching`` record no
-  download owns is queued again by a ``PUT``; a nested sidecar answers a clean error;
+  download owns is queued again by a ``PUT``; a nested sidecar answers a clean error, a nested
+  seal is no seal;
 - image ids are checked before any upstream path is built: encoded ``/``, ``..`` and ``?`` in
   ids never reach another upstream path (the upstream sees no request at all), answering 404.
 """
@@ -394,6 +395,21 @@ async def test_a_nested_sidecar_answers_a_clean_error(
     assert await agent.put(IMAGE_A) == 202
     report = await agent.wait_for(IMAGE_A, "failed", "cached")
     assert "nested deeper than 32 levels" in report["error"], report
+
+
+async def test_a_nested_seal_is_no_seal_and_the_agent_starts(
+    make_agent: AgentFactory, tmp_path: Path
+) -> None:
+    """The agent's own JSON files are not trusted as found either (here a seal nested 2 000
+    deep, under the seal's 4 KiB bound): no seal, so the image is not adopted."""
+    cache_dir = tmp_path / "found"
+    (cache_dir / "images").mkdir(parents=True)
+    (cache_dir / "seals").mkdir()
+    (cache_dir / "images" / IMAGE_A).write_bytes(b"x" * 100)
+    (cache_dir / "seals" / f"{IMAGE_A}.json").write_bytes(b"[" * 2000 + b"]" * 2000)
+    agent = await make_agent(cache_dir=cache_dir)
+    assert (await agent.listing())["cached_images"] == []
+    assert not (cache_dir / "images" / IMAGE_A).exists()
 
 
 # --- 5. ids never reach another upstream path --------------------------------------------------
