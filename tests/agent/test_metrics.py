@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -64,6 +65,18 @@ async def test_cached_bytes_limit_and_filesystem(
     async with agent.client.get(f"/v2/images/{IMAGE_A}/file") as response:
         await response.read()
     assert (await scrape(agent))["imagecache_cached_bytes_total"] == 500_000
+
+
+def test_every_reason_in_the_source_starts_at_zero() -> None:
+    """A reason added to the agent without FAILURE_REASONS would start its series at its first
+    failure, which `increase` does not see."""
+    source = Path(__file__).resolve().parents[2] / "operator" / "imagecache" / "agent"
+    found = {
+        match
+        for path in source.rglob("*.py")
+        for match in re.findall(r'reason="([a-z0-9_]+)"', path.read_text())
+    }
+    assert found - set(FAILURE_REASONS) == set()
 
 
 async def test_failure_reasons_start_at_zero(make_agent: AgentFactory) -> None:

@@ -36,6 +36,8 @@ FAILURE_REASONS = (
     "unsupported_hash_algo",
     "no_data",
     "too_long",
+    "content_encoding",
+    "bad_range",
     "too_large",
     "verification",
     "disk_full",
