@@ -1,11 +1,12 @@
 """Two real operator processes with leader election, against the emulator and real agents.
 
 Covers: exactly one process leads (the Lease names it, ``/readyz`` tells leader and standby,
-``imagecache_operator_leader`` is 1 on it and 0 on the standby) and only it writes to the API
-(the emulator's write log, by each process's own token), while every request ends Cached; the leader killed with SIGKILL mid-flight: the standby takes the
-Lease over (one transition) and a request created after the kill reaches Cached within 30 s,
-the in-flight one too, with no status going backwards and no event posted twice; a leader
-whose renewals fail exits non-zero and has written its last before the standby writes its first.
+``imagecache_operator_leader`` is 1 on it and 0 on the standby) and only it writes to the API (the
+emulator's write log, by each process's own token), while every request ends Cached; the leader
+killed with SIGKILL mid-flight: the standby takes the Lease over (one transition) and a request
+created after the kill reaches Cached within 30 s, the in-flight one too, with no status going
+backwards and no event posted twice; a leader whose renewals fail exits non-zero and has written
+its last before the standby writes its first.
 
 Each process gets its own kubeconfig (token ``operator-a`` / ``operator-b``) and ``POD_NAME``,
 and second-scale lease timings (the settings' ``lease_*`` fields).
