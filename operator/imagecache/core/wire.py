@@ -30,6 +30,10 @@ class ImageReport(TypedDict):
     queued_at: float | None
     started_at: float | None
     cached_at: float | None
+    source: str
+    """Where the bytes come (or came) from: ``upstream`` or a peer agent's base URL."""
+    peer_fallback: str | None
+    """Why a peer download fell back to the upstream (or why a peer hint was ignored)."""
 
 
 class CachedEntry(TypedDict):
@@ -66,6 +70,8 @@ def image_report(
     queued_at: float | None = None,
     started_at: float | None = None,
     cached_at: float | None = None,
+    source: str = "upstream",
+    peer_fallback: str | None = None,
 ) -> ImageReport:
     """An `ImageReport` with every key present (the fields not given take their empty value)."""
     return ImageReport(
@@ -80,4 +86,6 @@ def image_report(
         queued_at=queued_at,
         started_at=started_at,
         cached_at=cached_at,
+        source=source,
+        peer_fallback=peer_fallback,
     )

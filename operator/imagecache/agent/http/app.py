@@ -16,6 +16,7 @@ from imagecache.agent.http.appkeys import CACHE, METRICS, SETTINGS
 from imagecache.agent.http.auth import AcceptedTokens
 from imagecache.agent.http.image_views import IMAGE_INDEX
 from imagecache.agent.http.middlewares import auth_middleware, errors_middleware
+from imagecache.agent.http.peer_views import PEER_SLOTS, PeerSlots
 from imagecache.agent.http.views import routes
 from imagecache.agent.keystone import Keystone, make_keystone
 from imagecache.agent.metrics import AgentMetrics
@@ -54,6 +55,8 @@ def create_app(settings: AgentSettings, *, upstream: Upstream | None = None) -> 
         metrics,
     )
     app[IMAGE_INDEX] = make_image_index(app[CACHE].upstream)
+    app[PEER_SLOTS] = PeerSlots(settings.peer_serve_limit)
+    metrics.peer_serving.set_function(lambda: float(app[PEER_SLOTS].in_use))
     app.add_routes(routes())
     app.cleanup_ctx.append(_threads)
     app.cleanup_ctx.append(_cache)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from aiohttp import web
 
@@ -16,6 +17,11 @@ from imagecache.agent.keystone import Keystone, KeystoneError
 log = logging.getLogger("imagecache.agent.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+Principal = Literal["anonymous", "token", "keystone"]
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
+"""Who the request was authenticated as: no auth configured, a token of `token_file` (the
+operator's credential), or a Keystone user. Views that trust only the operator read it."""
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/versions", "/"})
 
@@ -112,9 +118,11 @@ def auth_middleware(
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if (tokens is None and keystone is None) or request.path in OPEN_PATHS:
+            request[PRINCIPAL] = "anonymous"
             return await handler(request)
         presented = presented_token(request)
         if tokens is not None and await tokens.accepts(presented):
+            request[PRINCIPAL] = "token"
             return await handler(request)
         if keystone is None or not presented:
             return unauthorized(request)
@@ -137,6 +145,7 @@ def auth_middleware(
                 "You are not authorized to complete this action.",
                 request=request,
             )
+        request[PRINCIPAL] = "keystone"
         return await handler(request)
 
     return middleware

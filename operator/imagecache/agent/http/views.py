@@ -19,6 +19,8 @@ from imagecache.agent.http.appkeys import CACHE, METRICS
 from imagecache.agent.http.errors import BadRequest, NotFound, from_upstream
 from imagecache.agent.http.image_views import image_routes
 from imagecache.agent.http.middlewares import is_glance_client
+from imagecache.agent.http.peer_views import admit_peer_read, peer_grant
+from imagecache.agent.peer_policy import PEER_READ_HEADER
 from imagecache.agent.upstream.port import UpstreamError
 from imagecache.core.ids import is_valid_image_id
 
@@ -58,7 +60,7 @@ async def list_cache(request: web.Request) -> web.Response:
 
 async def queue_image(request: web.Request) -> web.Response:
     # The body is never read: glanceclient sends Content-Type: application/json with no body.
-    await request.app[CACHE].queue(request.match_info["image_id"])
+    await request.app[CACHE].queue(request.match_info["image_id"], peer=peer_grant(request))
     return web.Response(status=202)
 
 
@@ -88,6 +90,8 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     cache = request.app[CACHE]
     read = request.method == "GET"  # HEAD neither counts a hit nor queues the image
     found = cache.pin(image_id, read=read)
+    if PEER_READ_HEADER in request.headers:  # another agent: only what is cached here
+        found = admit_peer_read(request, found)
     if found is not None:
         path, record, release = found
         if _ZERO_SUFFIX.fullmatch(request.headers.get("Range", "")):
