@@ -85,6 +85,7 @@ def test_daemonset_agent(render: Callable[..., Rendering]) -> None:
         "IMAGECACHE_LOG_FORMAT": "json",
         "IMAGECACHE_LOG_LEVEL": "info",
         "IMAGECACHE_DRAIN_TIMEOUT": "25",
+        "IMAGECACHE_PEER_SERVE_LIMIT": "4",
     }
     downward = {e["name"]: e["valueFrom"] for e in container["env"] if "valueFrom" in e}
     assert downward == {"POD_IP": {"fieldRef": {"fieldPath": "status.podIP"}}}
@@ -161,6 +162,8 @@ def test_every_agent_setting_is_rendered_from_the_one_map(
         "logLevel": "debug",
         "drainTimeout": 10,
         "keystoneRoles": "",
+        "peerNetworks": "10.244.0.0/16,fd00::/8",
+        "peerServeLimit": 2,
     }
     values = {**VALUE_SETS["agent-daemonset"], "agent.settings": settings}
     env = env_of(agent_container(render(values)))
@@ -173,6 +176,8 @@ def test_every_agent_setting_is_rendered_from_the_one_map(
         "IMAGECACHE_LOG_FORMAT": "text",
         "IMAGECACHE_LOG_LEVEL": "debug",
         "IMAGECACHE_DRAIN_TIMEOUT": "10",
+        "IMAGECACHE_PEER_NETWORKS": "10.244.0.0/16,fd00::/8",
+        "IMAGECACHE_PEER_SERVE_LIMIT": "2",
     }
     assert {k: v for k, v in env.items() if k in rendered} == rendered
     assert "IMAGECACHE_KEYSTONE_ROLES" not in env, "an empty string keeps the agent default"
@@ -298,9 +303,13 @@ def test_network_policy_admits_operator_and_consumers(render: Callable[..., Rend
     operator_labels = rendering.one("Deployment", "ic-imagecache-operator")["spec"]["template"][
         "metadata"
     ]["labels"]
-    operator_peer, *consumers = rule["from"]
+    operator_peer, agent_peer, *consumers = rule["from"]
     assert operator_peer["podSelector"]["matchLabels"].items() <= operator_labels.items()
     assert not operator_peer["podSelector"]["matchLabels"].items() <= agent_labels.items()
+    # Fleet fill: agents reach each other's port (and only that port: one rule, one port).
+    assert agent_peer == {
+        "podSelector": {"matchLabels": policy["spec"]["podSelector"]["matchLabels"]}
+    }
     assert consumers == VALUE_SETS["network-policy"]["networkPolicy.consumers"]
 
 

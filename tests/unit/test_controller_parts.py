@@ -51,7 +51,7 @@ class FakeAgents:
         self.down = False
         self.hang_deletes = False
 
-    async def put_image(self, endpoint: str, image: str) -> int:
+    async def put_image(self, endpoint: str, image: str, *, source: str | None = None) -> int:
         if self.down:
             raise AgentUnreachable("refused", endpoint=endpoint)
         self.puts.append(image)

@@ -15,7 +15,8 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-SOURCE_HEADER = "X-Image-Cache-Source"
+from imagecache.core.wire import SOURCE_HEADER as SOURCE_HEADER
+
 PEER_READ_HEADER = "X-Image-Cache-Peer-Read"
 """Marks a read from another agent: it is served only from this agent's cache (404 on a miss),
 never read through to the upstream, and counts against ``peer_serve_limit``."""

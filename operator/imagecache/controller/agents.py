@@ -24,14 +24,17 @@ from imagecache.controller.errors import (
     AgentUnreachable,
 )
 from imagecache.controller.metrics import OperatorMetrics
-from imagecache.core.wire import CacheListing
+from imagecache.core.wire import SOURCE_HEADER, CacheListing
 
 
 class AgentPort(Protocol):
     """What the reconciler needs from an agent at ``endpoint`` (``http://ip:port``)."""
 
-    async def put_image(self, endpoint: str, image: str) -> int:
-        """``PUT /v2/cache/{image}``: 202, 404 or 400; raises AgentUnreachable/Unauthorized."""
+    async def put_image(self, endpoint: str, image: str, *, source: str | None = None) -> int:
+        """``PUT /v2/cache/{image}``: 202, 404 or 400; raises AgentUnreachable/Unauthorized.
+
+        `source`: a peer agent's base URL the image is filled from (``X-Image-Cache-Source``).
+        """
         ...
 
     async def delete_image(self, endpoint: str, image: str) -> int:
@@ -92,8 +95,11 @@ class HttpAgents:
             await self._session.close()
             self._session = None
 
-    async def put_image(self, endpoint: str, image: str) -> int:
-        status, _ = await self._call("PUT", endpoint, f"/v2/cache/{image}", accept=(202, 404, 400))
+    async def put_image(self, endpoint: str, image: str, *, source: str | None = None) -> int:
+        extra = {SOURCE_HEADER: source} if source is not None else {}
+        status, _ = await self._call(
+            "PUT", endpoint, f"/v2/cache/{image}", accept=(202, 404, 400), extra=extra
+        )
         return status
 
     async def delete_image(self, endpoint: str, image: str) -> int:
@@ -120,9 +126,11 @@ class HttpAgents:
         *,
         accept: tuple[int, ...],
         want_json: bool = False,
+        extra: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         assert self._session is not None, "HttpAgents used outside its context"
         headers = {"Content-Length": "0"} if method == "PUT" else {}
+        headers.update(extra or {})
         token = self._token.current()
         if token:
             headers["X-Auth-Token"] = token

@@ -180,4 +180,5 @@ def cached_entry(record: ImageRecord) -> CachedEntry:
         size=record.size or 0,
         id=record.image_id,
         checksum=record.checksum,
+        source=record.source or "upstream",
     )

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from typing import Literal, TypedDict
 
+SOURCE_HEADER = "X-Image-Cache-Source"
+"""On ``PUT /v2/cache/{id}`` from the operator: the base URL of the peer agent to fill from."""
+
 ImageState = Literal["queued", "caching", "cached", "failed", "absent"]
 """An image's state as reported; ``absent`` means the agent does not know the image."""
 
@@ -46,6 +49,8 @@ class CachedEntry(TypedDict):
     size: int
     id: str
     checksum: str | None
+    source: str
+    """imagecache: where the bytes came from, ``upstream`` or a peer agent's base URL."""
 
 
 class CacheListing(TypedDict, total=False):

@@ -1,0 +1,101 @@
+"""End to end, fleet fill (issue 15): a selector request fans out from peer to peer.
+
+Covers: a selector over 8 real agents with ``fanout: {width: 2}`` reads the upstream once (the
+upstream counts the byte reads it serves), every target ends Cached with the upstream's bytes,
+each target's status names the source it filled from (one ``upstream``, the others a peer that
+is another target's agent), and no peer ever served more than 2 targets at once (checked on
+every status seen); ``fanout: {enabled: false}`` makes every target read the upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+from tests.kube.emulator import Emulator
+from tests.operator.harness import (
+    ICR,
+    AgentPool,
+    RunningOperator,
+    cached_file,
+    image_bytes,
+    image_id,
+    request_body,
+    wait_for_status,
+)
+from tests.support.upstreams import HttpFileServer
+
+LABELS = {"app": "glance-api"}
+PODS = 8
+
+
+async def _fleet(kube: Emulator, agents: AgentPool) -> list[Any]:
+    pool = [
+        agents.start(n, extra_args=["--peer-networks", "127.0.0.0/8"]) for n in range(2, 2 + PODS)
+    ]
+    for n, agent in enumerate(pool):
+        await kube.client.create_pod(
+            "default",
+            f"glance-{n}",
+            ip=agent.host,
+            labels=LABELS,
+            annotations={"imagecache.dev/port": str(agent.port)},
+        )
+    return pool
+
+
+def _all_cached(status: dict[str, Any]) -> bool:
+    return status.get("phase") == "Cached" and status.get("summary", {}).get("total") == PODS
+
+
+async def test_a_selector_over_8_pods_with_width_2_reads_the_upstream_once(
+    kube: Emulator, upstream: HttpFileServer, agents: AgentPool, operator: RunningOperator
+) -> None:
+    image = image_id(150)
+    data = image_bytes("fanout", 2 * 2**20)
+    upstream.add(image, data)
+    pool = await _fleet(kube, agents)
+    endpoints = {agent.url for agent in pool}
+    spec = {"fanout": {"width": 2}}
+    await kube.client.create(
+        ICR, request_body("fleet", image, selector={"matchLabels": LABELS}, **spec)
+    )
+    seen: list[dict[str, Any]] = []
+    status = await wait_for_status(kube, "fleet", _all_cached, within=60, seen=seen)
+
+    assert upstream.count("GET", image) == 1
+    sources = Counter(t["source"] for t in status["targets"])
+    assert sources["upstream"] == 1, status["targets"]
+    assert set(sources) - {"upstream"} <= endpoints
+    own = {agent.host: agent.url for agent in pool}
+    for target in status["targets"]:
+        assert target["source"] != own[target["podIP"]]  # never its own agent
+    for snapshot in seen:
+        filling = Counter(
+            t.get("source")
+            for t in snapshot.get("targets") or []
+            if t.get("phase") in ("Queued", "Caching") and t.get("source") != "upstream"
+        )
+        assert max(filling.values(), default=0) <= 2, snapshot["targets"]
+    waiting = [
+        t for s in seen for t in s.get("targets") or [] if t.get("reason") == "WaitingForPeer"
+    ]
+    assert waiting, "targets beyond the seed waited for a peer"
+    for agent in pool:
+        assert await asyncio.to_thread(cached_file, agent, image) == data
+
+
+async def test_fanout_disabled_reads_the_upstream_from_every_target(
+    kube: Emulator, upstream: HttpFileServer, agents: AgentPool, operator: RunningOperator
+) -> None:
+    image = image_id(151)
+    upstream.add(image, image_bytes("no-fanout", 256 * 1024))
+    await _fleet(kube, agents)
+    spec = {"fanout": {"enabled": False}}
+    await kube.client.create(
+        ICR, request_body("plain", image, selector={"matchLabels": LABELS}, **spec)
+    )
+    status = await wait_for_status(kube, "plain", _all_cached, within=60)
+    assert upstream.count("GET", image) == PODS
+    assert {t["source"] for t in status["targets"]} == {"upstream"}
