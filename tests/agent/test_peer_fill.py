@@ -281,7 +281,7 @@ async def test_a_hint_outside_the_rule_is_refused_and_queues_nothing(
 
 @pytest.mark.parametrize(
     ("principal", "allowed"),
-    [("token", True), ("anonymous", True), ("keystone", False)],
+    [("token", True), ("anonymous", True), ("kubernetes", True), ("keystone", False)],
 )
 async def test_only_the_operators_credential_may_name_a_peer(
     tmp_path: Path, principal: Principal, allowed: bool

@@ -21,7 +21,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from imagecache.controller.agents import AgentPort
-from imagecache.controller.errors import AgentError, AgentUnauthorized, AgentUnreachable
+from imagecache.controller.errors import (
+    AgentError,
+    AgentUnauthorized,
+    AgentUnreachable,
+    CredentialUnavailable,
+)
 from imagecache.controller.settings import OperatorSettings
 from imagecache.core.backoff import backoff_delay
 from imagecache.core.fanout import UPSTREAM, Observed, TargetView, fanout_spec, plan_fanout
@@ -169,15 +174,20 @@ class Reconciler:
                 if memo is not None:
                     memo.seen_tick = self._tick
 
-    async def fetch(self, endpoints: Iterable[str]) -> Reports:
-        """``GET /v2/cache`` from each endpoint once, concurrently."""
+    async def fetch(
+        self, endpoints: Iterable[str], *, pod_uids: Mapping[str, str] | None = None
+    ) -> Reports:
+        """``GET /v2/cache`` from each endpoint once, concurrently (`pod_uids`: the pod behind
+        each endpoint, for its per-pod credential)."""
         started = self._monotonic()
         chosen = sorted(set(endpoints))
 
         async def one(endpoint: str) -> CacheListing | AgentError:
             self.gets[endpoint] = self.gets.get(endpoint, 0) + 1
             try:
-                return await self._agents.cache_report(endpoint)
+                return await self._agents.cache_report(
+                    endpoint, pod_uid=(pod_uids or {}).get(endpoint)
+                )
             except AgentError as error:
                 return error
 
@@ -263,10 +273,15 @@ class Reconciler:
             requeued = previous_phase == "Cached"
             peer = sources[target.name]
             try:
-                code = await self._agents.put_image(endpoint, image, source=peer)
+                code = await self._agents.put_image(
+                    endpoint,
+                    image,
+                    pod_uid=pod.uid,
+                    source=peer,
+                )
                 if code == 400 and peer is not None:  # the agent refuses the hint: no peer
                     peer = None
-                    code = await self._agents.put_image(endpoint, image)
+                    code = await self._agents.put_image(endpoint, image, pod_uid=pod.uid)
             except AgentError as error:
                 return self._contact_failed(memo, kept, error, now), False
             memo.source = peer or UPSTREAM
@@ -286,7 +301,10 @@ class Reconciler:
     def _fanout(
         self, plan: RequestPlan, previous: Mapping[str, Any], reports: Reports
     ) -> dict[str, str | None]:
-        """Per target to ``PUT`` this tick: the peer to fill from, or None (`core.fanout`)."""
+        """Per target to ``PUT`` this tick: the peer to fill from, or None for the upstream
+        (`core.fanout`). With per-pod agent credentials (``agent_auth kubernetes``) fan-out is
+        off: the token a target receives works at that target only, so no peer would accept
+        it (a peer-scoped token is not issued yet)."""
         request = plan.request
         image = str(request.spec.get("image") or "")
         views: list[TargetView] = []
@@ -323,7 +341,10 @@ class Reconciler:
             filling = memo.state is not None and memo.state.phase in ("Queued", "Caching")
             if key not in mine and filling and memo.source not in (None, UPSTREAM):
                 loads[str(memo.source)] = loads.get(str(memo.source), 0) + 1
-        return plan_fanout(targets=views, spec=fanout_spec(request.spec), loads=loads)
+        spec = fanout_spec(request.spec)
+        if self._settings.agent_auth == "kubernetes":
+            spec = dataclasses.replace(spec, enabled=False)
+        return plan_fanout(targets=views, spec=spec, loads=loads)
 
     def _contact_failed(
         self, memo: TargetMemory, kept: TargetState | None, error: AgentError, now: float
@@ -341,6 +362,14 @@ class Reconciler:
             )
         elif kept is not None and kept.phase == "Cached":
             state = dataclasses.replace(kept, reachable=False, unreachable=str(error))
+        elif isinstance(error, CredentialUnavailable):
+            state = dataclasses.replace(
+                pending_state(
+                    reason="CredentialUnavailable", message=f"no credential for the agent: {error}"
+                ),
+                reachable=False,
+                unreachable=str(error),
+            )
         else:
             state = dataclasses.replace(
                 pending_state(reason="AgentUnreachable", message=f"agent unreachable: {error}"),
@@ -379,7 +408,7 @@ class Reconciler:
 
         async def one(target: PlannedTarget) -> None:
             assert target.endpoint is not None and target.pod is not None
-            await self._agents.delete_image(target.endpoint, image)
+            await self._agents.delete_image(target.endpoint, image, pod_uid=target.pod.uid)
             evicted.add(target.pod.uid)
 
         failures: list[str] = []

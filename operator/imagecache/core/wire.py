@@ -15,6 +15,7 @@ from typing import Literal, TypedDict
 SOURCE_HEADER = "X-Image-Cache-Source"
 """On ``PUT /v2/cache/{id}`` from the operator: the base URL of the peer agent to fill from."""
 
+
 ImageState = Literal["queued", "caching", "cached", "failed", "absent"]
 """An image's state as reported; ``absent`` means the agent does not know the image."""
 
@@ -37,6 +38,10 @@ class ImageReport(TypedDict):
     """Where the bytes come (or came) from: ``upstream`` or a peer agent's base URL."""
     peer_fallback: str | None
     """Why a peer download fell back to the upstream (or why a peer hint was ignored)."""
+    waiting_for_room: bool
+    """The download waits for room under ``max_size`` (images being served, or reserved)."""
+    bytes_needed: int | None
+    """While `waiting_for_room`: bytes that cannot be freed yet; else None."""
 
 
 class CachedEntry(TypedDict):
@@ -77,6 +82,7 @@ def image_report(
     cached_at: float | None = None,
     source: str = "upstream",
     peer_fallback: str | None = None,
+    bytes_needed: int | None = None,
 ) -> ImageReport:
     """An `ImageReport` with every key present (the fields not given take their empty value)."""
     return ImageReport(
@@ -93,4 +99,6 @@ def image_report(
         cached_at=cached_at,
         source=source,
         peer_fallback=peer_fallback,
+        waiting_for_room=bytes_needed is not None,
+        bytes_needed=bytes_needed,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -14,15 +15,18 @@ from aiohttp.abc import AbstractStreamWriter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from imagecache.agent.cache.facade import ClearTarget
-from imagecache.agent.cache.maintenance import cache_admin_routes
-from imagecache.agent.http.appkeys import CACHE, METRICS
-from imagecache.agent.http.errors import BadRequest, NotFound, from_upstream
+from imagecache.agent.http.appkeys import CACHE, METRICS, SETTINGS
+from imagecache.agent.http.errors import BadRequest, NotFound
 from imagecache.agent.http.image_views import image_routes
+from imagecache.agent.http.maintenance_views import cache_admin_routes
 from imagecache.agent.http.middlewares import is_glance_client
 from imagecache.agent.http.peer_views import admit_peer_read, peer_grant
+from imagecache.agent.http.read_deadline import read_deadline
 from imagecache.agent.peer_policy import PEER_READ_HEADER
 from imagecache.agent.upstream.port import UpstreamError
 from imagecache.core.ids import is_valid_image_id
+
+log = logging.getLogger("imagecache.agent.http")
 
 CLEAR_HEADER = "x-image-cache-clear-target"
 _ZERO_SUFFIX = re.compile(r"bytes=\s*-0+\s*")
@@ -102,7 +106,8 @@ async def image_file(request: web.Request) -> web.StreamResponse:
         headers = {"Content-Type": "application/octet-stream"}
         if record.checksum:
             headers["Content-MD5"] = record.checksum
-        return PinnedFileResponse(path, release, headers=headers)
+        idle = request.app[SETTINGS].serve_idle_timeout
+        return PinnedFileResponse(path, release, idle_timeout=idle, headers=headers)
     meta = await cache.read_through(image_id, read=read)
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     if meta.size is not None:
@@ -121,10 +126,19 @@ async def image_file(request: web.Request) -> web.StreamResponse:
                 if meta.size is not None and sent > meta.size:
                     break  # more than promised: these bytes cannot be trusted
                 await response.write(chunk)
-    except UpstreamError as error:
+    except UpstreamError:
         if not response.prepared:
-            raise from_upstream(error, image_id) from error
+            raise  # answered by the errors middleware, as every upstream error is
         sent = -1
+    except ConnectionError as error:  # the client went away: nobody is left to answer
+        log.info(
+            "client went away after %d bytes of %s: %s",
+            sent,
+            request.path,
+            error,
+            extra={"event": "client_gone"},
+        )
+        return response
     if sent < 0 or (meta.size is not None and sent != meta.size):
         # Short, long or broken: the client must see a failed transfer, not wait for bytes
         # that will never come (its Content-Length was promised).
@@ -136,15 +150,31 @@ async def image_file(request: web.Request) -> web.StreamResponse:
 
 
 class PinnedFileResponse(web.FileResponse):
-    """A cached file served zero-copy (sendfile, Range); its pin is released once sent."""
+    """A cached file served zero-copy (sendfile, Range); its pin is released once sent.
 
-    def __init__(self, path: Path, release: Callable[[], None], **kwargs: Any) -> None:
+    A client that reads nothing for `idle_timeout` seconds is disconnected (`read_deadline`),
+    so a stalled reader cannot keep the image pinned for ever.
+    """
+
+    def __init__(
+        self, path: Path, release: Callable[[], None], *, idle_timeout: float, **kwargs: Any
+    ) -> None:
         super().__init__(path, **kwargs)
         self._release = release
+        self._idle_timeout = idle_timeout
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         try:
-            return await super().prepare(request)
+            async with read_deadline(request.transport, idle=self._idle_timeout, what=request.path):
+                return await super().prepare(request)
+        except ConnectionError as error:
+            log.info(
+                "client went away while %s was sent: %s",
+                request.path,
+                error,
+                extra={"event": "client_gone"},
+            )
+            raise
         finally:
             self._release()
 
