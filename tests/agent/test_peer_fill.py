@@ -10,7 +10,8 @@ ignored (the peer is never contacted); the hint survives a restart, the credenti
 (the download falls back, and the credential is on disk nowhere); the header is refused without
 ``peer_networks``, outside it, in a non-base URL, and from a Keystone user; a peer read is served
 only from the cache (404 on a miss, nothing queued, the upstream untouched), pinned while it is
-sent, and bounded by ``peer_serve_limit`` (429 with Retry-After).
+sent, and bounded by ``peer_serve_limit`` (429 with Retry-After); with per-pod credentials a
+token of this pod's peer audience opens peer reads and nothing else.
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestClient, TestServer
 
 from imagecache.agent.http.appkeys import SETTINGS
-from imagecache.agent.http.middlewares import PRINCIPAL, Principal, errors_middleware
+from imagecache.agent.http.middlewares import (
+    PRINCIPAL,
+    Principal,
+    auth_middleware,
+    errors_middleware,
+)
 from imagecache.agent.http.peer_views import peer_grant
 from imagecache.agent.settings import AgentSettings
 from tests.agent.conftest import IMAGE_A, Agent, AgentFactory, random_payload
@@ -358,3 +364,49 @@ async def test_peer_reads_are_bounded_and_pinned_while_sent(
                 break
             await asyncio.sleep(0.01)
     assert await metric(agent, "imagecache_peer_reads_refused_total") == 1
+
+
+class _Judge:
+    """An `InboundAuth` with a fixed verdict for every token (counts what it was asked)."""
+
+    def __init__(self, verdict: str) -> None:
+        self.verdict, self.asked = verdict, 0
+
+    def known(self, token: str) -> Any:
+        return None
+
+    async def check(self, token: str) -> Any:
+        self.asked += 1
+        return self.verdict
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "status"),
+    [
+        pytest.param("GET", f"/v2/images/{IMAGE_A}/file", PEER_READ, 200, id="peer-read"),
+        pytest.param("HEAD", f"/v2/images/{IMAGE_A}/file", PEER_READ, 200, id="peer-head"),
+        pytest.param("GET", f"/v2/images/{IMAGE_A}/file", {}, 401, id="plain-read"),
+        pytest.param("PUT", f"/v2/cache/{IMAGE_A}", PEER_READ, 401, id="queue"),
+        pytest.param("GET", "/v2/cache", PEER_READ, 401, id="listing"),
+        pytest.param("GET", f"/v2/images/{IMAGE_A}", PEER_READ, 401, id="metadata"),
+    ],
+)
+async def test_a_peer_read_token_opens_peer_reads_only(
+    method: str, path: str, headers: dict[str, str], status: int
+) -> None:
+    """``auth kubernetes``: a token reviewed for this pod's *peer* audience (not its own)."""
+    own, peer = _Judge("invalid"), _Judge("allowed")
+
+    async def view(request: web.Request) -> web.Response:
+        return web.Response(text=request[PRINCIPAL])
+
+    app = web.Application(middlewares=[errors_middleware, auth_middleware(None, own, peer)])
+    app.router.add_route("*", "/{tail:.*}", view)
+    async with TestClient(TestServer(app)) as client:
+        sent = {"X-Auth-Token": "peer-token", **headers}
+        async with client.request(method, path, headers=sent) as response:
+            assert response.status == status
+            if status == 200 and method == "GET":
+                assert await response.text() == "peer"
+    assert own.asked == 1
+    assert peer.asked == (1 if status == 200 else 0)

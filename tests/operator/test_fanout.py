@@ -4,13 +4,16 @@ Covers: a selector over 8 real agents with ``fanout: {width: 2}`` reads the upst
 upstream counts the byte reads it serves), every target ends Cached with the upstream's bytes,
 each target's status names the source it filled from (one ``upstream``, the others a peer that
 is another target's agent), and no peer ever served more than 2 targets at once (checked on
-every status seen); ``fanout: {enabled: false}`` makes every target read the upstream.
+every status seen); ``fanout: {enabled: false}`` makes every target read the upstream; with
+per-pod credentials (agents in ``auth kubernetes``) the peers accept the operator's peer-read
+tokens and the upstream is still read once.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from tests.kube.emulator import Emulator
@@ -22,8 +25,10 @@ from tests.operator.harness import (
     image_bytes,
     image_id,
     request_body,
+    start_operator,
     wait_for_status,
 )
+from tests.support.agents import AgentProcess, free_port
 from tests.support.upstreams import HttpFileServer
 
 LABELS = {"app": "glance-api"}
@@ -99,3 +104,61 @@ async def test_fanout_disabled_reads_the_upstream_from_every_target(
     status = await wait_for_status(kube, "plain", _all_cached, within=60)
     assert upstream.count("GET", image) == PODS
     assert {t["source"] for t in status["targets"]} == {"upstream"}
+
+
+async def test_fanout_with_per_pod_credentials_uses_peer_read_tokens(
+    kube: Emulator, tmp_path: Path, upstream: HttpFileServer
+) -> None:
+    """``agent_auth kubernetes``: a target receives, for its peer, a token of the peer's *peer
+    audience*; the peer accepts it for a peer read and refuses it for anything else."""
+    account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "op"}}
+    await kube.client.create("serviceaccounts", account, namespace="default")
+    image = image_id(152)
+    data = image_bytes("per-pod-fanout", 1024 * 1024)
+    upstream.add(image, data)
+    pool = []
+    for n in range(3):
+        host = f"127.0.0.{2 + n}"
+        port = free_port(host)
+        pod = await kube.client.create_pod(
+            "default",
+            f"glance-{n}",
+            ip=host,
+            labels=LABELS,
+            annotations={"imagecache.dev/port": str(port)},
+        )
+        agent = AgentProcess(
+            cache_dir=tmp_path / f"agent-{n}" / "cache",
+            upstream=upstream.upstream,
+            host=host,
+            port=port,
+            extra_args=[
+                *("--auth", "kubernetes", "--pod-uid", pod["metadata"]["uid"]),
+                *("--operator-service-account", "system:serviceaccount:default:op"),
+                *("--kubeconfig", str(kube.kubeconfig_for("agent-reviewer"))),
+                *("--peer-networks", "127.0.0.0/8"),
+            ],
+        )
+        agent.cache_dir.parent.mkdir(parents=True)
+        agent.start()
+        pool.append(agent)
+    settings = {"agent_auth": "kubernetes", "service_account": "op"}
+    running = await start_operator(
+        kube, token_file=None, service_account_namespace="default", **settings
+    )
+    try:
+        await kube.client.create(ICR, request_body("pods", image, selector={"matchLabels": LABELS}))
+        status = await wait_for_status(
+            kube,
+            "pods",
+            lambda s: s.get("phase") == "Cached" and s["summary"]["total"] == 3,
+            within=60,
+        )
+    finally:
+        await running.stop()
+        for agent in pool:
+            agent.kill()
+    assert upstream.count("GET", image) == 1
+    sources = [t["source"] for t in status["targets"]]
+    assert sources.count("upstream") == 1, sources
+    assert set(sources) - {"upstream"} <= {agent.url for agent in pool}, sources

@@ -60,6 +60,7 @@ class FakeAgents:
         *,
         pod_uid: str | None = None,
         source: str | None = None,
+        source_pod_uid: str | None = None,
     ) -> int:
         self.pod_uids.add(pod_uid)
         if self.down:

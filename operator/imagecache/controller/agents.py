@@ -25,7 +25,7 @@ from imagecache.controller.errors import (
     AgentUnreachable,
 )
 from imagecache.controller.metrics import OperatorMetrics
-from imagecache.core.wire import SOURCE_HEADER, CacheListing
+from imagecache.core.wire import SOURCE_HEADER, SOURCE_TOKEN_HEADER, CacheListing
 
 
 class AgentPort(Protocol):
@@ -38,11 +38,13 @@ class AgentPort(Protocol):
         *,
         pod_uid: str | None = None,
         source: str | None = None,
+        source_pod_uid: str | None = None,
     ) -> int:
         """``PUT /v2/cache/{image}``: 202, 404 or 400; raises AgentUnreachable/Unauthorized.
 
         `source`: a peer agent's base URL the image is filled from (``X-Image-Cache-Source``,
-        fleet fill); the target presents the credential this request carries to that peer.
+        fleet fill), with the credential that lets the target read from that peer (the peer
+        pod `source_pod_uid`'s peer-read token, or the shared token).
         """
         ...
 
@@ -90,8 +92,9 @@ class HttpAgents:
         *,
         pod_uid: str | None = None,
         source: str | None = None,
+        source_pod_uid: str | None = None,
     ) -> int:
-        extra = {SOURCE_HEADER: source} if source is not None else {}
+        extra = await self._source_headers(source, source_pod_uid)
         status, _ = await self._call(
             "PUT",
             endpoint,
@@ -101,6 +104,16 @@ class HttpAgents:
             extra=extra,
         )
         return status
+
+    async def _source_headers(
+        self, source: str | None, source_pod_uid: str | None
+    ) -> dict[str, str]:
+        """The peer to name and the token that lets the target read from it (fleet fill)."""
+        if source is None:
+            return {}
+        peer = await self._credentials.peer_headers_for(endpoint=source, pod_uid=source_pod_uid)
+        token = peer.get("X-Auth-Token")
+        return {SOURCE_HEADER: source, **({SOURCE_TOKEN_HEADER: token} if token else {})}
 
     async def delete_image(self, endpoint: str, image: str, *, pod_uid: str | None = None) -> int:
         status, _ = await self._call(

@@ -202,13 +202,14 @@ class Reconciler:
         resolved: list[ResolvedTarget] = []
         recaching: list[Event] = []
         sources = self._fanout(plan, previous, reports)  # fleet fill: who fills from whom
+        peer_uids = {t.endpoint: t.pod.uid for t in plan.targets if t.pod and t.endpoint}
         for target in plan.targets:
             if target.waiting is not None or target.pod is None or target.endpoint is None:
                 waiting = target.waiting or pending_state(reason="PodNotFound", message="")
                 resolved.append(ResolvedTarget(target.name, target.pod, waiting))
                 continue
             state, requeued = await self._target(
-                request, target, previous.get(target.name), reports, sources
+                request, target, previous.get(target.name), reports, sources, peer_uids
             )
             if requeued:
                 recaching.append(
@@ -234,6 +235,7 @@ class Reconciler:
         before: Mapping[str, Any] | None,
         reports: Reports,
         sources: Mapping[str, str | None],
+        peer_uids: Mapping[str, str],
     ) -> tuple[TargetState, bool]:
         pod, endpoint = target.pod, target.endpoint
         assert pod is not None and endpoint is not None
@@ -273,14 +275,9 @@ class Reconciler:
             requeued = previous_phase == "Cached"
             peer = sources[target.name]
             try:
-                code = await self._agents.put_image(
-                    endpoint,
-                    image,
-                    pod_uid=pod.uid,
-                    source=peer,
-                )
-                if code == 400 and peer is not None:  # the agent refuses the hint: no peer
-                    peer = None
+                code = await self._put(endpoint, image, pod.uid, peer, peer_uids)
+                if code is None or (code == 400 and peer is not None):
+                    peer = None  # no credential for the peer, or the agent refuses the hint
                     code = await self._agents.put_image(endpoint, image, pod_uid=pod.uid)
             except AgentError as error:
                 return self._contact_failed(memo, kept, error, now), False
@@ -302,9 +299,7 @@ class Reconciler:
         self, plan: RequestPlan, previous: Mapping[str, Any], reports: Reports
     ) -> dict[str, str | None]:
         """Per target to ``PUT`` this tick: the peer to fill from, or None for the upstream
-        (`core.fanout`). With per-pod agent credentials (``agent_auth kubernetes``) fan-out is
-        off: the token a target receives works at that target only, so no peer would accept
-        it (a peer-scoped token is not issued yet)."""
+        (`core.fanout`)."""
         request = plan.request
         image = str(request.spec.get("image") or "")
         views: list[TargetView] = []
@@ -341,10 +336,30 @@ class Reconciler:
             filling = memo.state is not None and memo.state.phase in ("Queued", "Caching")
             if key not in mine and filling and memo.source not in (None, UPSTREAM):
                 loads[str(memo.source)] = loads.get(str(memo.source), 0) + 1
-        spec = fanout_spec(request.spec)
-        if self._settings.agent_auth == "kubernetes":
-            spec = dataclasses.replace(spec, enabled=False)
-        return plan_fanout(targets=views, spec=spec, loads=loads)
+        return plan_fanout(targets=views, spec=fanout_spec(request.spec), loads=loads)
+
+    async def _put(
+        self,
+        endpoint: str,
+        image: str,
+        pod_uid: str,
+        peer: str | None,
+        peer_uids: Mapping[str, str],
+    ) -> int | None:
+        """``PUT`` naming `peer` (with its peer-read credential); None when that credential
+        cannot be had (the caller then sends the plain ``PUT``)."""
+        try:
+            return await self._agents.put_image(
+                endpoint,
+                image,
+                pod_uid=pod_uid,
+                source=peer,
+                source_pod_uid=peer_uids.get(peer or ""),
+            )
+        except CredentialUnavailable as error:
+            if peer is not None and error.endpoint == peer:
+                return None
+            raise
 
     def _contact_failed(
         self, memo: TargetMemory, kept: TargetState | None, error: AgentError, now: float

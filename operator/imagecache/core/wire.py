@@ -14,6 +14,9 @@ from typing import Literal, TypedDict
 
 SOURCE_HEADER = "X-Image-Cache-Source"
 """On ``PUT /v2/cache/{id}`` from the operator: the base URL of the peer agent to fill from."""
+SOURCE_TOKEN_HEADER = "X-Image-Cache-Source-Token"
+"""With it: the token the target presents to that peer (as ``X-Auth-Token``) to read the image;
+with per-pod credentials a peer-read-only token of the peer's pod. Kept in memory only."""
 
 
 ImageState = Literal["queued", "caching", "cached", "failed", "absent"]

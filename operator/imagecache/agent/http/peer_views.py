@@ -1,7 +1,9 @@
 """Fleet fill at the HTTP edge (SPEC §2.9): the peer hint of a `PUT`, and serving peer reads.
 
 - `peer_grant(request)`: a `PUT` carrying ``X-Image-Cache-Source`` → the checked peer and the
-  caller's credential as received (kept in memory by the cache, never written). Only the
+  credential to present there: ``X-Image-Cache-Source-Token`` when the operator sent one (a
+  per-pod peer-read token), else the caller's credential as received (kept in memory by the
+  cache, never written). Only the
   operator's credential may send it: a Keystone user gets 403; a peer outside
   ``peer_networks`` (or none configured) gets 400.
 - `admit_peer_read(request, found)`: a ``GET /v2/images/{id}/file`` carrying
@@ -24,6 +26,7 @@ from imagecache.agent.http.errors import BadRequest, Forbidden, NotFound, PeerRe
 from imagecache.agent.http.middlewares import PRINCIPAL
 from imagecache.agent.peer_policy import SOURCE_HEADER, PeerRefused, check_peer
 from imagecache.core.images import ImageRecord
+from imagecache.core.wire import SOURCE_TOKEN_HEADER
 
 PEER_BUSY_RETRY_AFTER = 1  # seconds; the asking agent falls back to the upstream meanwhile
 
@@ -71,7 +74,12 @@ def peer_grant(request: web.Request) -> PeerGrant | None:
 
 
 def _credential(request: web.Request) -> dict[str, str]:
-    """The caller's credential as it arrived (the header that carried it), else nothing."""
+    """What the peer accepts: the token the operator sent for it (``X-Image-Cache-Source-Token``:
+    with per-pod credentials, a token valid for peer reads at that peer only), else the
+    caller's credential as it arrived (the shared token), else nothing."""
+    given = request.headers.get(SOURCE_TOKEN_HEADER, "").strip()
+    if given:
+        return {"X-Auth-Token": given}
     if presented_token(request) is None:
         return {}
     if request.headers.get("X-Auth-Token"):
