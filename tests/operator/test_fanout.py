@@ -12,9 +12,13 @@ tokens and the upstream is still read once.
 from __future__ import annotations
 
 import asyncio
+import urllib.error
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from aiohttp import web
 
 from tests.kube.emulator import Emulator
 from tests.operator.harness import (
@@ -27,6 +31,7 @@ from tests.operator.harness import (
     request_body,
     start_operator,
     wait_for_status,
+    wait_until,
 )
 from tests.support.agents import AgentProcess, free_port
 from tests.support.upstreams import HttpFileServer
@@ -106,18 +111,14 @@ async def test_fanout_disabled_reads_the_upstream_from_every_target(
     assert {t["source"] for t in status["targets"]} == {"upstream"}
 
 
-async def test_fanout_with_per_pod_credentials_uses_peer_read_tokens(
-    kube: Emulator, tmp_path: Path, upstream: HttpFileServer
-) -> None:
-    """``agent_auth kubernetes``: a target receives, for its peer, a token of the peer's *peer
-    audience*; the peer accepts it for a peer read and refuses it for anything else."""
+async def _per_pod_agents(
+    kube: Emulator, tmp_path: Path, upstream: HttpFileServer, count: int
+) -> list[AgentProcess]:
+    """Agents in ``auth kubernetes`` (TokenReview against the emulator), one pod each."""
     account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "op"}}
     await kube.client.create("serviceaccounts", account, namespace="default")
-    image = image_id(152)
-    data = image_bytes("per-pod-fanout", 1024 * 1024)
-    upstream.add(image, data)
     pool = []
-    for n in range(3):
+    for n in range(count):
         host = f"127.0.0.{2 + n}"
         port = free_port(host)
         pod = await kube.client.create_pod(
@@ -140,11 +141,24 @@ async def test_fanout_with_per_pod_credentials_uses_peer_read_tokens(
             ],
         )
         agent.cache_dir.parent.mkdir(parents=True)
-        agent.start()
         pool.append(agent)
-    settings = {"agent_auth": "kubernetes", "service_account": "op"}
+        agent.start()
+    return pool
+
+
+PER_POD = {"agent_auth": "kubernetes", "service_account": "op"}
+
+
+async def test_fanout_with_per_pod_credentials_uses_peer_read_tokens(
+    kube: Emulator, tmp_path: Path, upstream: HttpFileServer
+) -> None:
+    """``agent_auth kubernetes``: a target receives, for its peer, a token of the peer's *peer
+    audience*, and the peer accepts it: the upstream is read once."""
+    image = image_id(152)
+    upstream.add(image, image_bytes("per-pod-fanout", 1024 * 1024))
+    pool = await _per_pod_agents(kube, tmp_path, upstream, 3)
     running = await start_operator(
-        kube, token_file=None, service_account_namespace="default", **settings
+        kube, token_file=None, service_account_namespace="default", **PER_POD
     )
     try:
         await kube.client.create(ICR, request_body("pods", image, selector={"matchLabels": LABELS}))
@@ -162,3 +176,90 @@ async def test_fanout_with_per_pod_credentials_uses_peer_read_tokens(
     sources = [t["source"] for t in status["targets"]]
     assert sources.count("upstream") == 1, sources
     assert set(sources) - {"upstream"} <= {agent.url for agent in pool}, sources
+
+
+class PeerTokenThief:
+    """A matched pod posing as an agent that keeps every peer token it is sent."""
+
+    def __init__(self, host: str) -> None:
+        self.host, self.port = host, free_port(host)
+        self.peer_tokens: list[tuple[str, str]] = []  # (peer URL, token)
+        self._runner: web.AppRunner | None = None
+
+    async def _any(self, request: web.Request) -> web.StreamResponse:
+        token = request.headers.get("X-Image-Cache-Source-Token")
+        if token:
+            self.peer_tokens.append((request.headers["X-Image-Cache-Source"], token))
+        if request.method == "GET":
+            return web.json_response({"cached_images": [], "queued_images": []})
+        return web.Response(status=202)
+
+    async def __aenter__(self) -> PeerTokenThief:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._any)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+
+def _call(method: str, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as error:
+        return int(error.code), b""
+
+
+async def test_a_stolen_peer_token_reads_that_peer_s_cache_and_nothing_else(
+    kube: Emulator, tmp_path: Path, upstream: HttpFileServer
+) -> None:
+    image = image_id(153)
+    data = image_bytes("stolen-peer-token", 256 * 1024)
+    upstream.add(image, data)
+    pool = await _per_pod_agents(kube, tmp_path, upstream, 2)
+    async with PeerTokenThief("127.0.0.9") as thief:
+        await kube.client.create_pod(
+            "default",
+            "thief",
+            ip=thief.host,
+            labels=LABELS,
+            annotations={"imagecache.dev/port": str(thief.port)},
+        )
+        running = await start_operator(
+            kube, token_file=None, service_account_namespace="default", **PER_POD
+        )
+        try:
+            await kube.client.create(
+                ICR, request_body("pods", image, selector={"matchLabels": LABELS})
+            )
+            await wait_until(lambda: thief.peer_tokens, within=60, what="a peer token sent")
+        finally:
+            await running.stop()
+    peer_url, token = thief.peer_tokens[-1]
+    peer = next(agent for agent in pool if agent.url == peer_url)
+    other = next(agent for agent in pool if agent is not peer)
+    read = {"X-Auth-Token": token, "X-Image-Cache-Peer-Read": "1"}
+    try:
+        file = f"/v2/images/{image}/file"
+        assert await asyncio.to_thread(_call, "GET", peer.url + file, read) == (200, data)
+        for method, url in [
+            ("GET", peer.url + file),  # not marked as a peer read
+            ("PUT", f"{peer.url}/v2/cache/{image}"),
+            ("DELETE", f"{peer.url}/v2/cache/{image}"),
+            ("GET", f"{peer.url}/v2/cache"),
+            ("GET", other.url + file),  # another agent
+        ]:
+            headers = (
+                read if "file" in url and url.startswith(other.url) else {"X-Auth-Token": token}
+            )
+            status, _ = await asyncio.to_thread(_call, method, url, headers)
+            assert status == 401, (method, url)
+    finally:
+        for agent in pool:
+            agent.kill()
