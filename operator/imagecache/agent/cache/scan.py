@@ -88,7 +88,7 @@ def read_seal(path: Path) -> Seal | None:
             mtime_ns=int(doc["mtime_ns"]),
             cached_at=float(doc["cached_at"]),
         )
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # nested junk is no seal either
         return None
 
 
