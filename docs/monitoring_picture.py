@@ -48,7 +48,7 @@ PANELS = [
     ("Cache use vs max_size", "fraction"),
     ("Queue length", "images"),
     ("Download failures by reason", "failures/s"),
-    ("Upstream bytes", "MiB/s"),
+    ("Upstream and peer bytes", "MiB/s"),
     ("Reconcile tick duration", "seconds"),
     ("Kubernetes API writes per second", "writes/s"),
 ]

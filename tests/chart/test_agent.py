@@ -97,6 +97,7 @@ def test_daemonset_agent(render: Callable[..., Rendering]) -> None:
         "IMAGECACHE_LOG_FORMAT": "json",
         "IMAGECACHE_LOG_LEVEL": "info",
         "IMAGECACHE_DRAIN_TIMEOUT": "25",
+        "IMAGECACHE_PEER_SERVE_LIMIT": "4",
         "IMAGECACHE_ROOM_WAIT_TIMEOUT": "600",
         "IMAGECACHE_SERVE_IDLE_TIMEOUT": "60",
         "IMAGECACHE_KEYSTONE_TIMEOUT": "10",
@@ -214,6 +215,8 @@ def test_every_agent_setting_is_rendered_from_the_one_map(
         "logLevel": "debug",
         "drainTimeout": 10,
         "keystoneRoles": "",
+        "peerNetworks": "10.244.0.0/16,fd00::/8",
+        "peerServeLimit": 2,
         "roomWaitTimeout": 120.5,
         "serveIdleTimeout": 30,
         "keystoneTimeout": 300,
@@ -229,6 +232,8 @@ def test_every_agent_setting_is_rendered_from_the_one_map(
         "IMAGECACHE_LOG_FORMAT": "text",
         "IMAGECACHE_LOG_LEVEL": "debug",
         "IMAGECACHE_DRAIN_TIMEOUT": "10",
+        "IMAGECACHE_PEER_NETWORKS": "10.244.0.0/16,fd00::/8",
+        "IMAGECACHE_PEER_SERVE_LIMIT": "2",
         "IMAGECACHE_ROOM_WAIT_TIMEOUT": "120.5",
         "IMAGECACHE_SERVE_IDLE_TIMEOUT": "30",
         "IMAGECACHE_KEYSTONE_TIMEOUT": "300",
@@ -400,9 +405,13 @@ def test_network_policy_admits_operator_and_consumers(render: Callable[..., Rend
     operator_labels = rendering.one("Deployment", "ic-imagecache-operator")["spec"]["template"][
         "metadata"
     ]["labels"]
-    operator_peer, *consumers = rule["from"]
+    operator_peer, agent_peer, *consumers = rule["from"]
     assert operator_peer["podSelector"]["matchLabels"].items() <= operator_labels.items()
     assert not operator_peer["podSelector"]["matchLabels"].items() <= agent_labels.items()
+    # Fleet fill: agents reach each other's port (and only that port: one rule, one port).
+    assert agent_peer == {
+        "podSelector": {"matchLabels": policy["spec"]["podSelector"]["matchLabels"]}
+    }
     assert consumers == VALUE_SETS["network-policy"]["networkPolicy.consumers"]
 
 

@@ -328,7 +328,7 @@ def test_dashboard_has_the_issues_panels() -> None:
         "Cache use vs max_size",
         "Queue length",
         "Download failures by reason",
-        "Upstream bytes",
+        "Upstream and peer bytes",
         "Reconcile tick duration",
         "Kubernetes API writes per second",
         "Leader",

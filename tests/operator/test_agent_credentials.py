@@ -139,8 +139,11 @@ async def test_a_token_stolen_by_a_matched_pod_works_nowhere_else(
     agent.start()
     running = await start_operator(kube, token_file=None, **SETTINGS)
     try:
+        # Fan-out off: this test counts the targets' own tokens (a fan-out fill would add the
+        # peer-read token of glance-0 for the thief: test_fanout.py covers those).
+        fanout = {"fanout": {"enabled": False}}
         await kube.client.create(
-            ICR, request_body("fleet", image, selector={"matchLabels": labels})
+            ICR, request_body("fleet", image, selector={"matchLabels": labels}, **fanout)
         )
         status = await wait_for_status(
             kube, "fleet", lambda s: _target(s, "glance-0").get("phase") == "Cached"

@@ -53,7 +53,15 @@ class FakeAgents:
         self.pod_uids: set[str | None] = set()
         """The pod UIDs the calls named (each call must name its target's pod)."""
 
-    async def put_image(self, endpoint: str, image: str, *, pod_uid: str | None = None) -> int:
+    async def put_image(
+        self,
+        endpoint: str,
+        image: str,
+        *,
+        pod_uid: str | None = None,
+        source: str | None = None,
+        source_pod_uid: str | None = None,
+    ) -> int:
         self.pod_uids.add(pod_uid)
         if self.down:
             raise AgentUnreachable("refused", endpoint=endpoint)

@@ -20,6 +20,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imagecache import settings_cli
+from imagecache.agent.peer_policy import Network, parse_networks
 from imagecache.core.podtokens import agent_audience, is_service_account_username
 from imagecache.core.sizes import parse_size
 from imagecache.settings_cli import SettingsError as SettingsError
@@ -118,6 +119,19 @@ class AgentSettings(BaseSettings):
     cache_on_read: bool = Field(
         True, description="A miss on GET /v2/images/{id}/file also queues the image."
     )
+    peer_networks: str = Field(
+        "",
+        description="Fleet fill: comma-separated CIDRs (e.g. 10.244.0.0/16) of the peer agents a "
+        "PUT may name in X-Image-Cache-Source (from the operator's credential only). Empty: the "
+        "header is refused with 400.",
+    )
+    peer_serve_limit: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description="Fleet fill: other agents' reads of cached images served at once; beyond "
+        "it a peer read is answered 429 with Retry-After.",
+    )
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Least severe level logged."
@@ -174,6 +188,12 @@ class AgentSettings(BaseSettings):
     def _parse_size(cls, value: Any) -> Any:
         if isinstance(value, str | int) and not isinstance(value, bool):
             return parse_size(value)
+        return value
+
+    @field_validator("peer_networks")
+    @classmethod
+    def _check_peer_networks(cls, value: str) -> str:
+        parse_networks(value)
         return value
 
     @field_validator("listen")
@@ -275,6 +295,11 @@ class AgentSettings(BaseSettings):
     @property
     def port(self) -> int:
         return split_listen(self.listen)[1]
+
+    @property
+    def peers(self) -> tuple[Network, ...]:
+        """`peer_networks` parsed (empty: no peer hint is accepted)."""
+        return parse_networks(self.peer_networks)
 
     @property
     def roles(self) -> frozenset[str]:

@@ -25,14 +25,27 @@ from imagecache.controller.errors import (
     AgentUnreachable,
 )
 from imagecache.controller.metrics import OperatorMetrics
-from imagecache.core.wire import CacheListing
+from imagecache.core.wire import SOURCE_HEADER, SOURCE_TOKEN_HEADER, CacheListing
 
 
 class AgentPort(Protocol):
     """What the reconciler needs from an agent at ``endpoint`` (``http://ip:port``)."""
 
-    async def put_image(self, endpoint: str, image: str, *, pod_uid: str | None = None) -> int:
-        """``PUT /v2/cache/{image}``: 202, 404 or 400; raises AgentUnreachable/Unauthorized."""
+    async def put_image(
+        self,
+        endpoint: str,
+        image: str,
+        *,
+        pod_uid: str | None = None,
+        source: str | None = None,
+        source_pod_uid: str | None = None,
+    ) -> int:
+        """``PUT /v2/cache/{image}``: 202, 404 or 400; raises AgentUnreachable/Unauthorized.
+
+        `source`: a peer agent's base URL the image is filled from (``X-Image-Cache-Source``,
+        fleet fill), with the credential that lets the target read from that peer (the peer
+        pod `source_pod_uid`'s peer-read token, or the shared token).
+        """
         ...
 
     async def delete_image(self, endpoint: str, image: str, *, pod_uid: str | None = None) -> int:
@@ -72,11 +85,35 @@ class HttpAgents:
             await self._session.close()
             self._session = None
 
-    async def put_image(self, endpoint: str, image: str, *, pod_uid: str | None = None) -> int:
+    async def put_image(
+        self,
+        endpoint: str,
+        image: str,
+        *,
+        pod_uid: str | None = None,
+        source: str | None = None,
+        source_pod_uid: str | None = None,
+    ) -> int:
+        extra = await self._source_headers(source, source_pod_uid)
         status, _ = await self._call(
-            "PUT", endpoint, f"/v2/cache/{image}", accept=(202, 404, 400), pod_uid=pod_uid
+            "PUT",
+            endpoint,
+            f"/v2/cache/{image}",
+            accept=(202, 404, 400),
+            pod_uid=pod_uid,
+            extra=extra,
         )
         return status
+
+    async def _source_headers(
+        self, source: str | None, source_pod_uid: str | None
+    ) -> dict[str, str]:
+        """The peer to name and the token that lets the target read from it (fleet fill)."""
+        if source is None:
+            return {}
+        peer = await self._credentials.peer_headers_for(endpoint=source, pod_uid=source_pod_uid)
+        token = peer.get("X-Auth-Token")
+        return {SOURCE_HEADER: source, **({SOURCE_TOKEN_HEADER: token} if token else {})}
 
     async def delete_image(self, endpoint: str, image: str, *, pod_uid: str | None = None) -> int:
         status, _ = await self._call(
@@ -107,9 +144,11 @@ class HttpAgents:
         accept: tuple[int, ...],
         want_json: bool = False,
         pod_uid: str | None = None,
+        extra: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         assert self._session is not None, "HttpAgents used outside its context"
         headers = {"Content-Length": "0"} if method == "PUT" else {}
+        headers.update(extra or {})
         headers.update(await self._credentials.headers_for(endpoint=endpoint, pod_uid=pod_uid))
         started = time.monotonic()
         outcome = "error"

@@ -1,17 +1,21 @@
 """What the operator sends an agent to prove who it is: one port, two implementations.
 
 `AgentCredentials.headers_for` answers the headers for one target agent (its endpoint and pod
-UID). Two ways, chosen by the ``agent_auth`` setting:
+UID); `peer_headers_for` the headers another agent presents to that one to read a cached image
+from it (fleet fill: sent to the target along with the peer's URL). Two ways, chosen by the
+``agent_auth`` setting:
 
 * `TokenFileCredentials` (``token-file``): the token of ``agent_token_file`` (re-read when the
   file changes) for every agent -- a standalone or test set-up, where every agent shares it;
 * `PodTokenCredentials` (``kubernetes``): for each pod a short-lived token of the operator's own
   service account, from the TokenRequest API, with the audience ``imagecache.dev/agent/<uid>``
   (`core.podtokens`). The agent of that pod accepts it after a TokenReview; no other agent does,
-  nor the API server. Tokens are cached per pod UID until 80 % of their life has passed, in a
-  bounded LRU (`MAX_CACHED`); concurrent calls for one pod share one TokenRequest; each call has
-  a timeout; a failure is a `CredentialUnavailable` for that target (the reconciler shows it as
-  its reason and retries with backoff), never an exception out of the loop.
+  nor the API server. A peer token has the audience ``imagecache.dev/peer/<uid>``, which that
+  agent accepts for peer reads only. Tokens are cached per audience until 80 % of their life
+  has passed, in a bounded LRU (`MAX_CACHED`); concurrent calls for one audience share one
+  TokenRequest; each call has a timeout; a failure is a `CredentialUnavailable` for that
+  target (the reconciler shows it as its reason and retries with backoff), never an exception
+  out of the loop.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from imagecache.controller.errors import CredentialUnavailable
-from imagecache.core.podtokens import agent_audience, refresh_due
+from imagecache.core.podtokens import agent_audience, peer_audience, refresh_due
 
 MAX_CACHED = 10_000
 """Pod tokens kept at most (one per target pod); the least recently used go first."""
@@ -55,6 +59,10 @@ class AgentCredentials(Protocol):
 
     async def headers_for(self, *, endpoint: str, pod_uid: str | None) -> dict[str, str]:
         """Headers for the agent of pod `pod_uid` at `endpoint`; `CredentialUnavailable`."""
+        ...
+
+    async def peer_headers_for(self, *, endpoint: str, pod_uid: str | None) -> dict[str, str]:
+        """Headers that let another agent read cached images from this one (fleet fill)."""
         ...
 
 
@@ -84,6 +92,18 @@ class TokenFile:
         return self._token
 
 
+def _audience(kind: Callable[[str], str], pod_uid: str | None, endpoint: str) -> str:
+    """The audience `kind(pod_uid)`, or `CredentialUnavailable` without a usable pod UID."""
+    if not pod_uid:
+        raise CredentialUnavailable(
+            "no pod UID for this agent: no per-pod token", endpoint=endpoint
+        )
+    try:
+        return kind(pod_uid)
+    except ValueError as error:
+        raise CredentialUnavailable(str(error), endpoint=endpoint) from error
+
+
 class TokenFileCredentials:
     """``agent_auth = token-file``: the one shared token for every agent."""
 
@@ -93,6 +113,9 @@ class TokenFileCredentials:
     async def headers_for(self, *, endpoint: str, pod_uid: str | None) -> dict[str, str]:
         token = self._token.current()
         return {"X-Auth-Token": token} if token else {}
+
+    async def peer_headers_for(self, *, endpoint: str, pod_uid: str | None) -> dict[str, str]:
+        return await self.headers_for(endpoint=endpoint, pod_uid=pod_uid)  # shared anyway
 
 
 @dataclass(frozen=True)
@@ -130,38 +153,34 @@ class PodTokenCredentials:
         return len(self._tokens)
 
     async def headers_for(self, *, endpoint: str, pod_uid: str | None) -> dict[str, str]:
-        if not pod_uid:
-            raise CredentialUnavailable(
-                "no pod UID for this agent: no per-pod token", endpoint=endpoint
-            )
-        token = await self._token_for(pod_uid, endpoint)
+        token = await self._token_for(_audience(agent_audience, pod_uid, endpoint), endpoint)
         return {"X-Auth-Token": token.token}
 
-    async def _token_for(self, pod_uid: str, endpoint: str) -> _PodToken:
+    async def peer_headers_for(self, *, endpoint: str, pod_uid: str | None) -> dict[str, str]:
+        token = await self._token_for(_audience(peer_audience, pod_uid, endpoint), endpoint)
+        return {"X-Auth-Token": token.token}
+
+    async def _token_for(self, audience: str, endpoint: str) -> _PodToken:
         now = self._clock()
-        cached = self._tokens.get(pod_uid)
+        cached = self._tokens.get(audience)
         if cached is not None and not refresh_due(
             issued_at=cached.issued_at, expires_at=cached.expires_at, now=now
         ):
-            self._tokens.move_to_end(pod_uid)
+            self._tokens.move_to_end(audience)
             return cached
-        pending = self._pending.get(pod_uid)
+        pending = self._pending.get(audience)
         if pending is None:
-            pending = asyncio.ensure_future(self._request(pod_uid, endpoint))
-            self._pending[pod_uid] = pending
-            pending.add_done_callback(lambda _: self._pending.pop(pod_uid, None))
+            pending = asyncio.ensure_future(self._request(audience, endpoint))
+            self._pending[audience] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(audience, None))
         token = await asyncio.shield(pending)
-        self._tokens[pod_uid] = token
-        self._tokens.move_to_end(pod_uid)
+        self._tokens[audience] = token
+        self._tokens.move_to_end(audience)
         while len(self._tokens) > self._max_cached:
             self._tokens.popitem(last=False)
         return token
 
-    async def _request(self, pod_uid: str, endpoint: str) -> _PodToken:
-        try:
-            audience = agent_audience(pod_uid)
-        except ValueError as error:
-            raise CredentialUnavailable(str(error), endpoint=endpoint) from error
+    async def _request(self, audience: str, endpoint: str) -> _PodToken:
         body = {
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",

@@ -29,6 +29,7 @@ from imagecache.controller.errors import (
 )
 from imagecache.controller.settings import OperatorSettings
 from imagecache.core.backoff import backoff_delay
+from imagecache.core.fanout import UPSTREAM, Observed, TargetView, fanout_spec, plan_fanout
 from imagecache.core.planning import (
     PlannedTarget,
     RequestPlan,
@@ -44,6 +45,7 @@ from imagecache.core.status import (
     build_status,
     find_image,
     pending_state,
+    reported_source,
     state_from_image,
     state_from_put,
     status_events,
@@ -51,6 +53,9 @@ from imagecache.core.status import (
 )
 from imagecache.core.targets import PodInfo, is_replaced, target_action
 from imagecache.core.wire import CacheListing
+
+_LAST_SEEN: dict[str, Observed] = {"Cached": "cached", "Queued": "filling", "Caching": "filling"}
+"""A target whose agent was not asked this tick, for the fan-out plan: as its last phase."""
 
 
 @dataclass
@@ -63,6 +68,8 @@ class TargetMemory:
     not_before: float = 0.0
     checked_at: float = 0.0
     seen_tick: int = 0
+    source: str | None = None
+    """What the last PUT named as the source: a peer's endpoint, or `UPSTREAM` (fan-out)."""
 
     def schedule(self) -> TargetSchedule:
         """The planner's view of this memory."""
@@ -194,13 +201,15 @@ class Reconciler:
         previous = _previous_entries(live, selector_form=request.selector_form)
         resolved: list[ResolvedTarget] = []
         recaching: list[Event] = []
+        sources = self._fanout(plan, previous, reports)  # fleet fill: who fills from whom
+        peer_uids = {t.endpoint: t.pod.uid for t in plan.targets if t.pod and t.endpoint}
         for target in plan.targets:
             if target.waiting is not None or target.pod is None or target.endpoint is None:
                 waiting = target.waiting or pending_state(reason="PodNotFound", message="")
                 resolved.append(ResolvedTarget(target.name, target.pod, waiting))
                 continue
             state, requeued = await self._target(
-                request, target, previous.get(target.name), reports
+                request, target, previous.get(target.name), reports, sources, peer_uids
             )
             if requeued:
                 recaching.append(
@@ -225,6 +234,8 @@ class Reconciler:
         target: PlannedTarget,
         before: Mapping[str, Any] | None,
         reports: Reports,
+        sources: Mapping[str, str | None],
+        peer_uids: Mapping[str, str],
     ) -> tuple[TargetState, bool]:
         pod, endpoint = target.pod, target.endpoint
         assert pod is not None and endpoint is not None
@@ -255,13 +266,25 @@ class Reconciler:
             state = state_from_image(entry=entry, pod_name=pod.name)
         elif action == "keep" and kept is not None:
             state = kept
+        elif target.name not in sources:  # fan-out: no free source yet, planned next tick
+            state = pending_state(
+                reason="WaitingForPeer",
+                message="waiting for a target holding the image to have a free slot (fan-out)",
+            )
         else:
             requeued = previous_phase == "Cached"
+            peer = sources[target.name]
             try:
-                code = await self._agents.put_image(endpoint, image, pod_uid=pod.uid)
+                code = await self._put(endpoint, image, pod.uid, peer, peer_uids)
+                if code is None or (code == 400 and peer is not None):
+                    peer = None  # no credential for the peer, or the agent refuses the hint
+                    code = await self._agents.put_image(endpoint, image, pod_uid=pod.uid)
             except AgentError as error:
                 return self._contact_failed(memo, kept, error, now), False
-            state = state_from_put(status_code=code, pod_name=pod.name)
+            memo.source = peer or UPSTREAM
+            state = dataclasses.replace(
+                state_from_put(status_code=code, pod_name=pod.name), source=memo.source
+            )
             if code == 202:
                 memo.put_at = self._monotonic()
         state = dataclasses.replace(state, reachable=True, unreachable="")
@@ -271,6 +294,72 @@ class Reconciler:
             memo.checked_at = now
         memo.state = state
         return state, requeued
+
+    def _fanout(
+        self, plan: RequestPlan, previous: Mapping[str, Any], reports: Reports
+    ) -> dict[str, str | None]:
+        """Per target to ``PUT`` this tick: the peer to fill from, or None for the upstream
+        (`core.fanout`)."""
+        request = plan.request
+        image = str(request.spec.get("image") or "")
+        views: list[TargetView] = []
+        for target in plan.targets:
+            if target.pod is None or target.endpoint is None or target.waiting is not None:
+                continue
+            memo = self._targets.get(target_key(request, target.pod), TargetMemory())
+            before = previous.get(target.name)
+            kept = memo.state or _recorded_state(before)
+            answer = reports.by_endpoint.get(target.endpoint)
+            observed: Observed = "idle"
+            source = memo.source
+            if isinstance(answer, Mapping):
+                entry = find_image(report=answer, image_id=image)
+                agent_state = entry.get("state", "absent")
+                if agent_state == "cached":
+                    observed = "cached"
+                elif agent_state in ("queued", "caching"):
+                    observed = "filling"
+                    source = reported_source(entry.get("source")) or source
+                elif (target.due or memo.state is None) and target_action(
+                    agent_state=agent_state,
+                    previous_phase=kept.phase if kept is not None else None,
+                    put_pending=memo.put_at is not None and memo.put_at >= reports.started_at,
+                    recheck_due=memo.state is not None,
+                ) == "put":
+                    observed = "to_fill"
+            elif answer is None and kept is not None:  # not asked this tick: as last seen
+                observed = _LAST_SEEN.get(kept.phase, "idle")
+            views.append(TargetView(target.name, target.endpoint, observed, source))
+        mine = {target_key(request, t.pod) for t in plan.targets if t.pod is not None}
+        loads: dict[str, int] = {}
+        for key, memo in self._targets.items():
+            filling = memo.state is not None and memo.state.phase in ("Queued", "Caching")
+            if key not in mine and filling and memo.source not in (None, UPSTREAM):
+                loads[str(memo.source)] = loads.get(str(memo.source), 0) + 1
+        return plan_fanout(targets=views, spec=fanout_spec(request.spec), loads=loads)
+
+    async def _put(
+        self,
+        endpoint: str,
+        image: str,
+        pod_uid: str,
+        peer: str | None,
+        peer_uids: Mapping[str, str],
+    ) -> int | None:
+        """``PUT`` naming `peer` (with its peer-read credential); None when that credential
+        cannot be had (the caller then sends the plain ``PUT``)."""
+        try:
+            return await self._agents.put_image(
+                endpoint,
+                image,
+                pod_uid=pod_uid,
+                source=peer,
+                source_pod_uid=peer_uids.get(peer or ""),
+            )
+        except CredentialUnavailable as error:
+            if peer is not None and error.endpoint == peer:
+                return None
+            raise
 
     def _contact_failed(
         self, memo: TargetMemory, kept: TargetState | None, error: AgentError, now: float

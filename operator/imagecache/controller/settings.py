@@ -64,7 +64,8 @@ class OperatorSettings(BaseSettings):
         description="What the operator sends agents: token-file (the token of "
         "agent_token_file, the same for every agent) or kubernetes (for each pod a short-lived "
         "token of service_account from the TokenRequest API, audience "
-        "imagecache.dev/agent/<pod-uid>, which only that pod's agent accepts).",
+        "imagecache.dev/agent/<pod-uid>, which only that pod's agent accepts; for fan-out also "
+        "imagecache.dev/peer/<pod-uid>, which that agent accepts for peer reads only).",
     )
     service_account: str | None = Field(
         default=None,

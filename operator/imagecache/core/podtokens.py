@@ -28,6 +28,9 @@ from dataclasses import dataclass
 from typing import Any
 
 AUDIENCE_PREFIX = "imagecache.dev/agent/"
+PEER_AUDIENCE_PREFIX = "imagecache.dev/peer/"
+"""Fleet fill: a token for this audience lets another agent *read a cached image* from the
+agent of that pod (a peer read), nothing else."""
 MAX_TOKEN_BYTES = 8 * 1024
 """A presented token longer than this is refused before anything is asked (real service
 account tokens are ~1 KiB)."""
@@ -47,6 +50,14 @@ def agent_audience(pod_uid: str) -> str:
     if not _UID.match(pod_uid):
         raise ValueError(f"not a pod UID: {pod_uid!r}")
     return AUDIENCE_PREFIX + pod_uid
+
+
+def peer_audience(pod_uid: str) -> str:
+    """The audience of tokens that let another agent read cached images from pod `pod_uid`'s
+    agent (fleet fill): accepted by that agent for peer reads only."""
+    if not _UID.match(pod_uid):
+        raise ValueError(f"not a pod UID: {pod_uid!r}")
+    return PEER_AUDIENCE_PREFIX + pod_uid
 
 
 def is_service_account_username(value: str) -> bool:

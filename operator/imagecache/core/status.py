@@ -52,6 +52,8 @@ class TargetState:
     """Whether the agent answered this tick (None: not asked, e.g. the pod is not Ready)."""
     unreachable: str = ""
     """Why the agent did not answer (when `reachable` is False)."""
+    source: str | None = None
+    """Where the target fills (or filled) from: ``upstream`` or a peer agent's URL (fan-out)."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ def find_image(*, report: Mapping[str, Any], image_id: str) -> ImageReport:
                 bytes=size or 0,
                 percent=100,
                 cached_at=cached.get("last_modified"),
+                source=str(cached.get("source") or "upstream"),
             )
     queued = list(report.get("queued_images") or [])
     if image_id in queued:
@@ -102,6 +105,15 @@ def find_image(*, report: Mapping[str, Any], image_id: str) -> ImageReport:
         waiting = [item for item in queued if item not in caching_ids]
         return image_report(image_id, "queued", queue_position=waiting.index(image_id))
     return image_report(image_id, "absent")
+
+
+def reported_source(value: object) -> str | None:
+    """An agent's ``source`` (``upstream`` or a peer's http(s) URL), or None when malformed."""
+    if not isinstance(value, str) or len(value) > 256:
+        return None
+    if value == "upstream" or value.startswith(("http://", "https://")):
+        return value
+    return None
 
 
 def _percent(*, done: int | None, total: int | None, reported: float | None) -> int | None:
@@ -146,6 +158,7 @@ def state_from_image(*, entry: ImageReport, pod_name: str) -> TargetState:
         "queued_at": entry.get("queued_at"),
         "started_at": entry.get("started_at"),
         "cached_at": entry.get("cached_at"),
+        "source": reported_source(entry.get("source")),
     }
     state = entry.get("state", "absent")
     needed = room_needed(entry) if state in ("queued", "caching") else None
@@ -334,6 +347,8 @@ def _target_identity(target: ResolvedTarget) -> dict[str, Any]:
             identity["podIP"] = target.pod.ip
         if target.pod.node_name:
             identity["nodeName"] = target.pod.node_name
+    if target.state.source is not None:
+        identity["source"] = target.state.source
     return identity
 
 

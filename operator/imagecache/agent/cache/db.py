@@ -51,7 +51,17 @@ _UPSERT = (
     f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
 )
 
+# Columns added since the first schema (a database written by an older agent gains them).
+_ADDED_COLUMNS = {"source": "TEXT", "fallback": "TEXT"}
+
 Op = tuple[str, tuple[Any, ...]]
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    present = {row[1] for row in conn.execute("PRAGMA table_info(images)")}
+    for name, kind in _ADDED_COLUMNS.items():
+        if name not in present:
+            conn.execute(f"ALTER TABLE images ADD COLUMN {name} {kind}")
 
 
 class DatabaseError(Exception):
@@ -101,6 +111,7 @@ class Database:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.executescript(_SCHEMA)
+            _add_missing_columns(conn)
             self._conn = conn
             rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM images").fetchall()
             return [ImageRecord(*row) for row in rows]

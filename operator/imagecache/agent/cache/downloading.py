@@ -37,6 +37,13 @@ from imagecache.agent.cache.fetching import (
     upstream_errors,
 )
 from imagecache.agent.cache.locks import IdLocks
+from imagecache.agent.cache.peer_fill import (
+    UNUSABLE_MESSAGES,
+    PeerFailed,
+    PeerGrant,
+    fill_from_peer,
+    peer_unusable,
+)
 from imagecache.agent.cache.pins import Pins
 from imagecache.agent.cache.room import OnWait, Room
 from imagecache.agent.cache.store import Store
@@ -96,6 +103,7 @@ class Downloader:
         self.room = room
         self.off_duty = off_duty
         self._handed: dict[tuple[str, int], ImageMeta] = {}
+        self._grants: dict[tuple[str, int], PeerGrant] = {}
 
     def hand_over(self, image_id: str, seq: int, meta: ImageMeta) -> None:
         """The metadata the `PUT` just read, for this download's first attempt.
@@ -104,6 +112,10 @@ class Downloader:
         the upstream again: the image may have changed upstream meanwhile.
         """
         self._handed[(image_id, seq)] = meta
+
+    def grant_peer(self, image_id: str, seq: int, grant: PeerGrant) -> None:
+        """The peer a `PUT` named and the credential to present to it (memory only)."""
+        self._grants[(image_id, seq)] = grant
 
     def current(self, image_id: str, seq: int) -> ImageRecord | None:
         record = self.records.get(image_id)
@@ -166,6 +178,7 @@ class Downloader:
         finally:
             self.room.release(image_id)  # no other download of this id runs meanwhile
             self._handed.pop((image_id, seq), None)
+            self._grants.pop((image_id, seq), None)
 
     async def _attempt(self, record: ImageRecord) -> None:
         image_id, seq = record.image_id, record.seq
@@ -203,9 +216,10 @@ class Downloader:
                 extra={"event": "resumed" if resumed else "started", "image_id": image_id},
             )
         last = [resumed]
+        counter = [self.metrics.downloaded]
 
         def on_progress(done: int) -> None:
-            self.metrics.downloaded.inc(max(0, done - last[0]))
+            counter[0].inc(max(0, done - last[0]))
             last[0] = done
             self._update(image_id, seq, lambda r: images.progress(r, done=done))
 
@@ -222,16 +236,53 @@ class Downloader:
         async def commit(handle: BinaryIO, fetched: Fetched) -> None:
             await to_completion(self._commit(image_id, seq, handle, fetched))
 
-        await fetch(
-            upstream=self.upstream,
-            store=self.store,
-            image_id=image_id,
-            meta=meta,
-            max_size=self.settings.max_size,
-            on_progress=on_progress,
-            resume_from=resumed,
-            commit=commit,
-            reserve=reserve,
+        async def download(source: Upstream, resume_from: int) -> Fetched:
+            return await fetch(
+                upstream=source,
+                store=self.store,
+                image_id=image_id,
+                meta=meta,
+                max_size=self.settings.max_size,
+                on_progress=on_progress,
+                resume_from=resume_from,
+                commit=commit,
+                reserve=reserve,
+            )
+
+        if record.source is not None:  # fleet fill: a peer first, the upstream on any failure
+            grant = self._grants.get((image_id, seq))
+            unusable = peer_unusable(record, grant, meta)
+            try:
+                if unusable is not None:
+                    message = UNUSABLE_MESSAGES[unusable].format(url=record.source)
+                    raise PeerFailed(unusable, message)
+                assert grant is not None
+                counter[0] = self.metrics.peer_downloaded
+                await fill_from_peer(
+                    grant,
+                    stall_timeout=self.settings.stall_timeout,
+                    download=lambda source: download(source, resumed),
+                )
+                return
+            except PeerFailed as failure:
+                await self._fall_back(image_id, seq, failure)
+            counter[0], last[0], resumed = self.metrics.downloaded, 0, 0
+        await download(self.upstream, resumed)
+
+    async def _fall_back(self, image_id: str, seq: int, failure: PeerFailed) -> None:
+        """The peer is out for this download: recorded (with why), counted, and forgotten."""
+        self.metrics.peer_fallbacks.labels(failure.reason).inc()
+        self._grants.pop((image_id, seq), None)
+        self._update(image_id, seq, lambda r: images.fall_back(r, reason=str(failure)))
+        current = self.current(image_id, seq)
+        if current is None:
+            raise Superseded(image_id)
+        await self.db.save(current)
+        log.warning(
+            "%s; downloading %s from the upstream from byte 0",
+            failure,
+            image_id,
+            extra={"event": "peer_fallback", "image_id": image_id, "reason": failure.reason},
         )
 
     async def _commit(self, image_id: str, seq: int, handle: BinaryIO, fetched: Fetched) -> None:

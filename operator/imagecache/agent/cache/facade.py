@@ -32,6 +32,7 @@ from imagecache.agent.cache.downloading import Downloader, to_completion
 from imagecache.agent.cache.errors import CacheError, ImageNotActive, QueueFull, UnknownImage
 from imagecache.agent.cache.locks import IdLocks
 from imagecache.agent.cache.maintenance import clean_directory, prune_victims
+from imagecache.agent.cache.peer_fill import PeerGrant
 from imagecache.agent.cache.pins import Pins
 from imagecache.agent.cache.recovery import open_and_repair
 from imagecache.agent.cache.room import Room
@@ -174,8 +175,13 @@ class ImageCache:
         return checks
 
     # --- the Glance cache API --------------------------------------------------------------
-    async def queue(self, image_id: str, *, meta: ImageMeta | None = None) -> None:
+    async def queue(
+        self, image_id: str, *, meta: ImageMeta | None = None, peer: PeerGrant | None = None
+    ) -> None:
         """`PUT /v2/cache/{id}`: durably queued on return (idempotent); `QueueFull` at the bound.
+
+        With a `peer` (fleet fill) the bytes are taken from that agent (`peer_fill`): its URL
+        is stored with the record, its credential kept in memory only.
 
         The upstream's metadata (`meta`, when the caller already has it) is handed to the
         download, so an image's metadata is asked once. An answer outside the agent's bounds
@@ -207,13 +213,21 @@ class ImageCache:
             if meta.status != "active":
                 raise ImageNotActive(f"Image {image_id} is not active (status {meta.status!r})")
             self._seq += 1
-            record = images.enqueue(existing, image_id=image_id, seq=self._seq, now=time.time())
+            record = images.enqueue(
+                existing,
+                image_id=image_id,
+                seq=self._seq,
+                now=time.time(),
+                source=peer.url if peer is not None else None,
+            )
             if record is None:
                 return
             record = images.progress(record, done=0)
             await self.db.save(record)
             self.records[image_id] = record
             self.downloader.hand_over(image_id, record.seq, meta)
+            if peer is not None:
+                self.downloader.grant_peer(image_id, record.seq, peer)
             self.pool.submit(image_id, record.seq)
         log.info("queued %s", image_id, extra={"event": "queued", "image_id": image_id})
 

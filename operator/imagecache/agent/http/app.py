@@ -15,6 +15,7 @@ from imagecache.agent.cache.facade import ImageCache
 from imagecache.agent.http.appkeys import CACHE, METRICS, SETTINGS
 from imagecache.agent.http.auth import AcceptedTokens, InboundAuth
 from imagecache.agent.http.middlewares import auth_middleware, errors_middleware
+from imagecache.agent.http.peer_views import PEER_SLOTS, PeerSlots
 from imagecache.agent.http.views import routes
 from imagecache.agent.keystone import Keystone, make_keystone
 from imagecache.agent.metrics import AgentMetrics
@@ -25,7 +26,7 @@ from imagecache.agent.upstream.auth import KeystoneAuth, StaticToken
 from imagecache.agent.upstream.file import FileUpstream
 from imagecache.agent.upstream.http import GlanceUpstream, HttpUpstream
 from imagecache.agent.upstream.port import Upstream
-from imagecache.core.podtokens import agent_audience
+from imagecache.core.podtokens import agent_audience, peer_audience
 
 
 def create_app(settings: AgentSettings, *, upstream: Upstream | None = None) -> web.Application:
@@ -40,9 +41,10 @@ def create_app(settings: AgentSettings, *, upstream: Upstream | None = None) -> 
         timeout=settings.keystone_timeout,
     )
     reviews = make_token_reviews(settings)
+    peer_reviews = make_token_reviews(settings, peer_audience)  # fleet fill: peer reads only
     inbound: InboundAuth | None = keystone if settings.auth == "keystone" else reviews
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware(tokens, inbound)],
+        middlewares=[errors_middleware, auth_middleware(tokens, inbound, peer_reviews)],
         handler_args={"max_field_size": 16384, "max_line_size": 16384},
     )
     metrics = AgentMetrics()
@@ -59,18 +61,23 @@ def create_app(settings: AgentSettings, *, upstream: Upstream | None = None) -> 
         ),
         metrics,
     )
+    app[PEER_SLOTS] = PeerSlots(settings.peer_serve_limit)
+    metrics.peer_serving.set_function(lambda: float(app[PEER_SLOTS].in_use))
     app.add_routes(routes())
     app.cleanup_ctx.append(_threads)
     app.cleanup_ctx.append(_cache)
     app.on_shutdown.append(_drain)
-    for closable in (keystone, reviews):
+    for closable in (keystone, reviews, peer_reviews):
         if closable is not None:
             app.cleanup_ctx.append(_closing(closable))
     return app
 
 
-def make_token_reviews(settings: AgentSettings) -> TokenReviews | None:
-    """The TokenReview judge of ``auth = kubernetes`` (None in the other modes)."""
+def make_token_reviews(
+    settings: AgentSettings, audience: Callable[[str], str] = agent_audience
+) -> TokenReviews | None:
+    """The TokenReview judge of ``auth = kubernetes`` (None in the other modes) for this pod's
+    `audience`: the agent's own, or (`peer_audience`) that of other agents' peer reads."""
     if settings.auth != "kubernetes":
         return None
     assert settings.pod_uid is not None and settings.operator_service_account is not None
@@ -81,7 +88,7 @@ def make_token_reviews(settings: AgentSettings) -> TokenReviews | None:
     )
     return TokenReviews(
         access,
-        audience=agent_audience(settings.pod_uid),
+        audience=audience(settings.pod_uid),
         username=settings.operator_service_account,
         clock=time.time,
     )

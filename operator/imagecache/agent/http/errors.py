@@ -6,7 +6,9 @@ Each `ApiError` is answered with its status by `middlewares.errors_middleware`::
      ├── NotFound            404  unknown image or bad id
      ├── BadRequest          400  image not active upstream, bad clear target, bad query
      ├── Unauthorized        401  missing or wrong token
+     ├── Forbidden           403  a credential that may not do this (a Keystone user's peer hint)
      ├── QueueFull           429  ``max_queue`` images already wait (with ``Retry-After``)
+     ├── PeerReadsBusy       429  ``peer_serve_limit`` peer transfers already run (``Retry-After``)
      ├── BadGateway          502  the upstream answered, but its answer cannot be used
      └── UpstreamUnavailable 503  the upstream could not be asked right now, or refused us
 
@@ -55,6 +57,11 @@ class Unauthorized(ApiError):
     title = "Unauthorized"
 
 
+class Forbidden(ApiError):
+    status = 403
+    title = "Forbidden"
+
+
 class QueueFull(ApiError):
     status = 429
     title = "Too Many Requests"
@@ -62,6 +69,10 @@ class QueueFull(ApiError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.headers = {"Retry-After": str(retry_after)}
+
+
+class PeerReadsBusy(QueueFull):
+    """Too many other agents read from this one right now; the asker tries another source."""
 
 
 class UpstreamUnavailable(ApiError):

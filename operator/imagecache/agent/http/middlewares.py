@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import Literal
 
 from aiohttp import web
 
@@ -20,7 +22,8 @@ from imagecache.agent.cache.db import DatabaseError, DatabaseFull
 from imagecache.agent.cache.errors import CacheError
 from imagecache.agent.http.auth import AcceptedTokens, InboundAuth, presented_token
 from imagecache.agent.http.errors import ApiError, to_api_error
-from imagecache.agent.keystone import KeystoneError
+from imagecache.agent.keystone import Keystone, KeystoneError, Outcome
+from imagecache.agent.peer_policy import PEER_READ_HEADER
 from imagecache.agent.token_review import TokenReviewError
 from imagecache.agent.upstream.index import InvalidQuery
 from imagecache.agent.upstream.port import UpstreamError
@@ -28,6 +31,14 @@ from imagecache.agent.upstream.port import UpstreamError
 log = logging.getLogger("imagecache.agent.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+Principal = Literal["anonymous", "token", "keystone", "kubernetes", "peer"]
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal")
+"""Who the request was authenticated as: no auth configured, a token of `token_file` (the
+operator's credential), a Keystone user, or a token a TokenReview accepted for this pod as the
+operator's service account (the operator's per-pod credential), or a peer-read token of this pod
+(another agent reading a cached image: accepted on that route only). Views that trust only the
+operator read it."""
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/versions", "/"})
 MAX_VALIDATIONS_PER_CLIENT = 8
@@ -76,6 +87,19 @@ def error_response(
 def api_error_response(error: ApiError, request: web.BaseRequest) -> web.Response:
     return error_response(
         error.status, error.title, str(error), headers=error.headers or None, request=request
+    )
+
+
+_PEER_READ_PATH = re.compile(r"^/v2/images/[^/]+/file$")
+
+
+def is_peer_read(request: web.BaseRequest) -> bool:
+    """``GET``/``HEAD /v2/images/{id}/file`` marked as another agent's read (served from the
+    cache only, never read through)."""
+    return (
+        request.method in ("GET", "HEAD")
+        and PEER_READ_HEADER in request.headers
+        and bool(_PEER_READ_PATH.match(request.path))
     )
 
 
@@ -144,7 +168,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 def auth_middleware(
-    tokens: AcceptedTokens | None, keystone: InboundAuth | None = None
+    tokens: AcceptedTokens | None,
+    keystone: InboundAuth | None = None,
+    peer_reads: InboundAuth | None = None,
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Require a valid token on everything but `OPEN_PATHS`.
 
@@ -155,7 +181,9 @@ def auth_middleware(
     client already waits for `MAX_VALIDATIONS_PER_CLIENT` validations; 503 when Keystone
     cannot be asked (or does not answer within ``keystone_timeout``).
     Kubernetes mode (`keystone` a `TokenReviews`): a token of the file or one a TokenReview
-    accepts for this pod (401 otherwise, 503 when the API cannot be asked).
+    accepts for this pod (401 otherwise, 503 when the API cannot be asked); with `peer_reads`
+    (a `TokenReviews` for this pod's peer audience), a token it accepts, on a peer read only
+    (`is_peer_read`: another agent reading a cached image; fleet fill).
     """
     slots = ClientSlots()
 
@@ -169,39 +197,57 @@ def auth_middleware(
             request,
         )
 
+    async def judged(
+        judge: InboundAuth, presented: str, request: web.Request
+    ) -> Outcome | web.Response:
+        """`judge`'s verdict on `presented`, or the answer when it cannot be had."""
+        outcome = judge.known(presented)
+        if outcome is not None:
+            return outcome
+        client = request.remote or ""
+        if not slots.take(client):
+            return error_response(
+                429,
+                "Too Many Requests",
+                "Too many of your tokens are being validated at once; retry shortly.",
+                {"Retry-After": str(SHED_RETRY_AFTER)},
+                request,
+            )
+        try:
+            return await judge.check(presented)
+        except (KeystoneError, TokenReviewError) as error:
+            log.warning("cannot validate a token: %s", error)
+            name = "Keystone" if isinstance(error, KeystoneError) else "The Kubernetes API"
+            return error_response(
+                503,
+                "Service Unavailable",
+                f"{name} cannot validate tokens right now.",
+                request=request,
+            )
+        finally:
+            slots.give_back(client)
+
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if (tokens is None and keystone is None) or request.path in OPEN_PATHS:
+            request[PRINCIPAL] = "anonymous"
             return await handler(request)
         presented = presented_token(request)
         if tokens is not None and await tokens.accepts(presented):
+            request[PRINCIPAL] = "token"
             return await handler(request)
         if keystone is None or not presented:
             return unauthorized(request)
-        outcome = keystone.known(presented)
-        if outcome is None:
-            client = request.remote or ""
-            if not slots.take(client):
-                return error_response(
-                    429,
-                    "Too Many Requests",
-                    "Too many of your tokens are being validated at once; retry shortly.",
-                    {"Retry-After": str(SHED_RETRY_AFTER)},
-                    request,
-                )
-            try:
-                outcome = await keystone.check(presented)
-            except (KeystoneError, TokenReviewError) as error:
-                log.warning("cannot validate a token: %s", error)
-                judge = "Keystone" if isinstance(error, KeystoneError) else "The Kubernetes API"
-                return error_response(
-                    503,
-                    "Service Unavailable",
-                    f"{judge} cannot validate tokens right now.",
-                    request=request,
-                )
-            finally:
-                slots.give_back(client)
+        outcome = await judged(keystone, presented, request)
+        if isinstance(outcome, web.Response):
+            return outcome
+        if outcome == "invalid" and peer_reads is not None and is_peer_read(request):
+            outcome = await judged(peer_reads, presented, request)
+            if isinstance(outcome, web.Response):
+                return outcome
+            if outcome == "allowed":
+                request[PRINCIPAL] = "peer"
+                return await handler(request)
         if outcome == "invalid":
             return unauthorized(request)
         if outcome == "forbidden":
@@ -211,6 +257,7 @@ def auth_middleware(
                 "You are not authorized to complete this action.",
                 request=request,
             )
+        request[PRINCIPAL] = "keystone" if isinstance(keystone, Keystone) else "kubernetes"
         return await handler(request)
 
     return middleware

@@ -20,7 +20,9 @@ from imagecache.agent.http.errors import BadRequest, NotFound
 from imagecache.agent.http.image_views import image_routes
 from imagecache.agent.http.maintenance_views import cache_admin_routes
 from imagecache.agent.http.middlewares import is_glance_client
+from imagecache.agent.http.peer_views import admit_peer_read, peer_grant
 from imagecache.agent.http.read_deadline import read_deadline
+from imagecache.agent.peer_policy import PEER_READ_HEADER
 from imagecache.agent.upstream.port import UpstreamError
 from imagecache.core.ids import is_valid_image_id
 
@@ -62,7 +64,7 @@ async def list_cache(request: web.Request) -> web.Response:
 
 async def queue_image(request: web.Request) -> web.Response:
     # The body is never read: glanceclient sends Content-Type: application/json with no body.
-    await request.app[CACHE].queue(request.match_info["image_id"])
+    await request.app[CACHE].queue(request.match_info["image_id"], peer=peer_grant(request))
     return web.Response(status=202)
 
 
@@ -92,6 +94,8 @@ async def image_file(request: web.Request) -> web.StreamResponse:
     cache = request.app[CACHE]
     read = request.method == "GET"  # HEAD neither counts a hit nor queues the image
     found = cache.pin(image_id, read=read)
+    if PEER_READ_HEADER in request.headers:  # another agent: only what is cached here
+        found = admit_peer_read(request, found)
     if found is not None:
         path, record, release = found
         if _ZERO_SUFFIX.fullmatch(request.headers.get("Range", "")):
