@@ -25,6 +25,7 @@ from imagecache.agent.cache.fetching import (
     PermanentFetchError,
     TransientFetchError,
     fetch,
+    hashing_pool,
     upstream_errors,
 )
 from imagecache.agent.cache.locks import IdLocks
@@ -85,6 +86,12 @@ class Downloader:
         self.pins = pins
         self.room = room
         self._handed: dict[tuple[str, int], ImageMeta] = {}
+        self.hashing = hashing_pool()
+        """Threads for digests, shared by every download (sized by cores, not workers)."""
+
+    def close(self) -> None:
+        """Stop the hashing threads (after the downloads stopped)."""
+        self.hashing.shutdown(wait=False, cancel_futures=True)
 
     def hand_over(self, image_id: str, seq: int, meta: ImageMeta) -> None:
         """The metadata the `PUT` just read, for this download's first attempt.
@@ -209,6 +216,7 @@ class Downloader:
             resume_from=resumed,
             commit=commit,
             reserve=reserve,
+            hashing=self.hashing,
         )
 
     async def _commit(self, image_id: str, seq: int, handle: BinaryIO, fetched: Fetched) -> None:
@@ -216,7 +224,7 @@ class Downloader:
         async with self.locks.hold(image_id):
             if self.current(image_id, seq) is None:
                 raise Superseded(image_id)
-            await asyncio.to_thread(self._commit_file, image_id, handle, fetched.md5)
+            await asyncio.to_thread(self._commit_file, image_id, handle, fetched)
             self.pins.reclaim(image_id)  # a doomed file of the same id was just replaced
             finished = images.finish(
                 self.records[image_id], size=fetched.size, checksum=fetched.md5, now=time.time()
@@ -231,10 +239,11 @@ class Downloader:
             extra={"event": "cached", "image_id": image_id},
         )
 
-    def _commit_file(self, image_id: str, handle: BinaryIO, md5: str) -> None:
-        """Rename only the file that was written and hashed (same inode), never another."""
+    def _commit_file(self, image_id: str, handle: BinaryIO, fetched: Fetched) -> None:
+        """Rename only the file that was written and hashed (same inode), never another (nor a
+        link to it: ``lstat``)."""
         try:
-            on_disk = os.stat(self.store.partial_path(image_id))
+            on_disk = os.lstat(self.store.partial_path(image_id))
         except FileNotFoundError as error:
             raise TransientFetchError(
                 "partial file vanished before commit", reason="partial_vanished"
@@ -244,7 +253,7 @@ class Downloader:
             raise TransientFetchError(
                 "partial file was replaced before commit", reason="partial_replaced"
             )
-        self.store.commit(image_id, handle, md5=md5)
+        self.store.commit(image_id, handle, seal=fetched.seal)
 
     def _update(self, image_id: str, seq: int, change: Callable[[ImageRecord], Any]) -> None:
         record = self.current(image_id, seq)

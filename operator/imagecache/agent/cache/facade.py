@@ -1,8 +1,8 @@
 """`ImageCache`: the agent's service facade — what the views and the app lifecycle call.
 
 Lifecycle (`open`, `drain`, `close`, `readiness`), the Glance cache API (`queue`, `delete`,
-`clear`, `listing`, `report`), serving (`pin`, `read_through`, `open_upstream`) and upkeep
-(`prune`, `clean`, `holds`, `check_upstream`). The work is done by:
+`clear`, `listing`, `report`), serving (`open_cached`, `pin`, `read_through`, `open_upstream`)
+and upkeep (`prune`, `clean`, `holds`, `check_upstream`). The work is done by:
 
 - `downloading.Downloader`: the worker pool's job (retries, one attempt, the commit);
 - `room.Room`: reservations and eviction under ``max_size``;
@@ -17,10 +17,13 @@ pure functions of `imagecache.core.images`.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import os
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -65,6 +68,24 @@ CLEARED: dict[ClearTarget, tuple[State, ...]] = {
     "queue": ("queued", "caching"),
 }
 QUEUE_FULL_RETRY_AFTER = 30  # seconds; a full queue drains at download speed, not instantly
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    """A cached image opened for serving: a regular file of the recorded size, opened without
+    following links. `release` (once sent) closes it and releases the pin."""
+
+    handle: io.FileIO
+    size: int
+    mtime_ns: int
+    checksum: str | None
+    unpin: Callable[[], None]
+
+    def release(self) -> None:
+        try:
+            self.handle.close()
+        finally:
+            self.unpin()
 
 
 class ImageCache:
@@ -140,6 +161,7 @@ class ImageCache:
 
     async def close(self) -> None:
         await self.pool.stop()
+        self.downloader.close()
         if self._removals:
             await asyncio.gather(*self._removals, return_exceptions=True)
         await self.db.close()
@@ -337,6 +359,62 @@ class ImageCache:
             self.db.save_soon(record)
             self.metrics.hits.inc()
         return self.store.image_path(image_id), record, release
+
+    async def open_cached(self, image_id: str, *, read: bool = True) -> CachedFile | None:
+        """A cached image opened and pinned for serving, or None when it is not cached.
+
+        The file is opened with ``O_NOFOLLOW`` and must be a regular file of the recorded size:
+        anything else (a symlink swapped in, a truncated or replaced file) is never served; the
+        image is dropped from the cache (the link itself unlinked, never its target) and the
+        request is answered as a miss.
+        """
+        found = self.pin(image_id, read=False)
+        if found is None:
+            if read:
+                self.metrics.misses.inc()
+            return None
+        _, record, unpin = found
+        try:
+            handle = await asyncio.to_thread(self.store.open_image, image_id)
+        except OSError as error:
+            unpin()
+            await self._drop_broken(image_id, f"cannot be served: {error}", read=read)
+            return None
+        info = os.fstat(handle.fileno())
+        if info.st_size != record.size:
+            handle.close()
+            unpin()
+            await self._drop_broken(
+                image_id, f"holds {info.st_size} bytes, not {record.size}", read=read
+            )
+            return None
+        if read:
+            record = images.hit(record, now=time.time())
+            self.records[image_id] = record
+            self.db.save_soon(record)
+            self.metrics.hits.inc()
+        return CachedFile(
+            handle=handle,
+            size=info.st_size,
+            mtime_ns=info.st_mtime_ns,
+            checksum=record.checksum,
+            unpin=unpin,
+        )
+
+    async def _drop_broken(self, image_id: str, problem: str, *, read: bool) -> None:
+        """A cached image whose file is not what was committed: out of the cache."""
+        log.warning(
+            "cached file of %s %s; dropping it from the cache",
+            image_id,
+            problem,
+            extra={"event": "broken_file", "image_id": image_id},
+        )
+        if read:
+            self.metrics.misses.inc()
+        async with self.locks.hold(image_id):
+            record = self.records.get(image_id)
+            if record is not None and record.state == "cached":
+                await to_completion(self._remove([image_id]))
 
     def pinned(self) -> frozenset[str]:
         """The images being served right now (never evicted)."""

@@ -6,17 +6,16 @@ import json
 import re
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from imagecache.agent.cache.facade import ClearTarget
 from imagecache.agent.cache.maintenance import cache_admin_routes
 from imagecache.agent.http.appkeys import CACHE, METRICS
 from imagecache.agent.http.errors import BadRequest, NotFound, from_upstream
+from imagecache.agent.http.files import CachedFileResponse
 from imagecache.agent.http.image_views import image_routes
 from imagecache.agent.http.middlewares import is_glance_client
 from imagecache.agent.upstream.port import UpstreamError
@@ -87,18 +86,17 @@ async def image_file(request: web.Request) -> web.StreamResponse:
         raise NotFound(f"No image with id {image_id!r}")
     cache = request.app[CACHE]
     read = request.method == "GET"  # HEAD neither counts a hit nor queues the image
-    found = cache.pin(image_id, read=read)
-    if found is not None:
-        path, record, release = found
+    served = await cache.open_cached(image_id, read=read)
+    if served is not None:
         if _ZERO_SUFFIX.fullmatch(request.headers.get("Range", "")):
-            # RFC 9110 §14.1.1: a zero-length suffix is unsatisfiable (416); aiohttp's
-            # FileResponse reads "-0" as "0-" and would send the whole file with 206.
-            release()
-            return web.Response(status=416, headers={"Content-Range": f"bytes */{record.size}"})
+            # RFC 9110 §14.1.1: a zero-length suffix is unsatisfiable (416); aiohttp reads
+            # "-0" as "0-" and would send the whole file with 206.
+            served.release()
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{served.size}"})
         headers = {"Content-Type": "application/octet-stream"}
-        if record.checksum:
-            headers["Content-MD5"] = record.checksum
-        return PinnedFileResponse(path, release, headers=headers)
+        if served.checksum:
+            headers["Content-MD5"] = served.checksum
+        return CachedFileResponse(served, headers=headers)
     meta = await cache.read_through(image_id, read=read)
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     if meta.size is not None:
@@ -129,20 +127,6 @@ async def image_file(request: web.Request) -> web.StreamResponse:
         return response
     await response.write_eof()
     return response
-
-
-class PinnedFileResponse(web.FileResponse):
-    """A cached file served zero-copy (sendfile, Range); its pin is released once sent."""
-
-    def __init__(self, path: Path, release: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(path, **kwargs)
-        self._release = release
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        try:
-            return await super().prepare(request)
-        finally:
-            self._release()
 
 
 async def healthz(request: web.Request) -> web.Response:
