@@ -32,6 +32,7 @@ from imagecache.agent.cache.locks import IdLocks
 from imagecache.agent.cache.pins import Pins
 from imagecache.agent.cache.room import Room
 from imagecache.agent.cache.store import Store
+from imagecache.agent.cache.tee import Tee, TeeUpstream
 from imagecache.agent.metrics import AgentMetrics
 from imagecache.agent.settings import AgentSettings
 from imagecache.agent.upstream.port import ImageMeta, Upstream
@@ -86,6 +87,7 @@ class Downloader:
         self.pins = pins
         self.room = room
         self._handed: dict[tuple[str, int], ImageMeta] = {}
+        self._tees: dict[tuple[str, int], Tee] = {}
         self.hashing = hashing_pool()
         """Threads for digests, shared by every download (sized by cores, not workers)."""
 
@@ -93,13 +95,17 @@ class Downloader:
         """Stop the hashing threads (after the downloads stopped)."""
         self.hashing.shutdown(wait=False, cancel_futures=True)
 
-    def hand_over(self, image_id: str, seq: int, meta: ImageMeta) -> None:
+    def hand_over(self, image_id: str, seq: int, meta: ImageMeta, tee: Tee | None = None) -> None:
         """The metadata the `PUT` just read, for this download's first attempt.
 
         Later attempts (after a transient failure) and downloads resumed after a restart ask
-        the upstream again: the image may have changed upstream meanwhile.
+        the upstream again: the image may have changed upstream meanwhile. With `tee` (a
+        read-through client waiting), the first attempt hands its chunks on to that client
+        (see tee.py); later attempts do not.
         """
         self._handed[(image_id, seq)] = meta
+        if tee is not None:
+            self._tees[(image_id, seq)] = tee
 
     def current(self, image_id: str, seq: int) -> ImageRecord | None:
         record = self.records.get(image_id)
@@ -150,8 +156,23 @@ class Downloader:
         finally:
             self.room.release(image_id)  # no other download of this id runs meanwhile
             self._handed.pop((image_id, seq), None)
+            tee = self._tees.pop((image_id, seq), None)
+            if tee is not None:  # never attempted (superseded): the client streams on its own
+                tee.detach()
 
     async def _attempt(self, record: ImageRecord) -> None:
+        tee = self._tees.pop((record.image_id, record.seq), None)
+        if tee is None:
+            await self._attempt_with(record, None)
+            return
+        try:
+            await self._attempt_with(record, tee)
+        except BaseException as error:
+            tee.finish(error)
+            raise
+
+    async def _attempt_with(self, record: ImageRecord, tee: Tee | None) -> None:
+        """One attempt; with `tee`, a read-through client takes the bytes along."""
         image_id, seq = record.image_id, record.seq
         meta = self._handed.pop((image_id, seq), None)
         if meta is None:
@@ -161,6 +182,9 @@ class Downloader:
             raise PermanentFetchError(
                 f"image is not active upstream (status {meta.status!r})", reason="not_active"
             )
+        if tee is not None and (meta.size is None or not self.room.fits_now(image_id, meta.size)):
+            tee.detach()  # the client does not wait for room: it streams on its own
+            tee = None
         if meta.size is not None:
             try:
                 await self.room.reserve(image_id, meta.size)
@@ -168,7 +192,10 @@ class Downloader:
                 raise PermanentFetchError(str(error), reason="too_large") from error
         if self.current(image_id, seq) is None:
             raise Superseded(image_id)
-        resumed = await asyncio.to_thread(self.store.partial_size, image_id)
+        # A client reading along needs every byte from the first: no resume then.
+        resumed = (
+            0 if tee is not None else await asyncio.to_thread(self.store.partial_size, image_id)
+        )
         self._update(
             image_id,
             seq,
@@ -203,11 +230,15 @@ class Downloader:
                     f"no room for {total} bytes under max_size", reason="no_room"
                 ) from error
 
+        source = TeeUpstream(self.upstream, tee) if tee is not None else None
+
         async def commit(handle: BinaryIO, fetched: Fetched) -> None:
             await to_completion(self._commit(image_id, seq, handle, fetched))
+            if tee is not None and source is not None:  # verified and committed: the last chunk
+                tee.finish(last=source.last)
 
         await fetch(
-            upstream=self.upstream,
+            upstream=source or self.upstream,
             store=self.store,
             image_id=image_id,
             meta=meta,

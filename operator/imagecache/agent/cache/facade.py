@@ -21,8 +21,8 @@ import io
 import logging
 import os
 import time
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +34,7 @@ from imagecache.agent.cache.pins import Pins
 from imagecache.agent.cache.recovery import open_and_repair
 from imagecache.agent.cache.room import Room
 from imagecache.agent.cache.store import Store
+from imagecache.agent.cache.tee import Detached, Tee
 from imagecache.agent.cache.workers import WorkerPool
 from imagecache.agent.http.errors import (
     BadGateway,
@@ -48,6 +49,7 @@ from imagecache.agent.settings import AgentSettings
 from imagecache.agent.upstream.port import (
     BadUpstreamAnswer,
     ByteStream,
+    ChunkStream,
     ImageMeta,
     Upstream,
     UpstreamError,
@@ -86,6 +88,15 @@ class CachedFile:
             self.handle.close()
         finally:
             self.unpin()
+
+
+@dataclass(frozen=True)
+class ReadThrough:
+    """A miss served from the upstream: its metadata, and its bytes from the first (`open`:
+    the download's own stream when it reads along, see tee.py, else a stream of its own)."""
+
+    meta: ImageMeta
+    open: Callable[[], AbstractAsyncContextManager[ByteStream]]
 
 
 class ImageCache:
@@ -185,19 +196,24 @@ class ImageCache:
         (`BadUpstreamAnswer`: a redirect, an unsupported digest, ...) records the image
         ``failed`` with that reason at once.
         """
+        await self._queue(image_id, meta=meta, tee=None)
+
+    async def _queue(self, image_id: str, *, meta: ImageMeta | None, tee: Tee | None) -> bool:
+        """`queue`; with `tee`, a new download starts at once beside the workers and hands its
+        bytes on to it. Whether it did (False: the image was already known, or draining)."""
         if not is_valid_image_id(image_id):
             raise NotFound(f"No image with id {image_id!r}")
         self._check_room_in_queue(image_id)
         async with self.locks.hold(image_id):
             existing = self.records.get(image_id)
             if existing is not None and existing.state != "failed":
-                return
+                return False
             self._check_room_in_queue(image_id)
             try:
                 meta = meta or await self.upstream.metadata(image_id)
             except BadUpstreamAnswer as error:
                 await self._refuse(existing, image_id, error)
-                return
+                return False
             except UpstreamError as error:
                 raise from_upstream(error, image_id) from error
             if meta.status != "active":
@@ -205,13 +221,16 @@ class ImageCache:
             self._seq += 1
             record = images.enqueue(existing, image_id=image_id, seq=self._seq, now=time.time())
             if record is None:
-                return
+                return False
             record = images.progress(record, done=0)
             await self.db.save(record)
             self.records[image_id] = record
-            self.downloader.hand_over(image_id, record.seq, meta)
-            self.pool.submit(image_id, record.seq)
+            teeing = tee is not None and self.pool.adopt(image_id, record.seq)
+            self.downloader.hand_over(image_id, record.seq, meta, tee if teeing else None)
+            if not teeing:
+                self.pool.submit(image_id, record.seq)
         log.info("queued %s", image_id, extra={"event": "queued", "image_id": image_id})
+        return teeing
 
     def _check_room_in_queue(self, image_id: str) -> None:
         existing = self.records.get(image_id)
@@ -420,21 +439,42 @@ class ImageCache:
         """The images being served right now (never evicted)."""
         return self.pins.pinned()
 
-    async def read_through(self, image_id: str, *, read: bool = True) -> ImageMeta:
-        """A miss: metadata for streaming from upstream; a `read` (GET, not HEAD) also queues
-        the image when `cache_on_read`."""
+    async def read_through(self, image_id: str, *, read: bool = True) -> ReadThrough:
+        """A miss: metadata and bytes streamed from the upstream. A `read` (GET, not HEAD)
+        with ``cache_on_read`` also caches the image, from the same upstream stream when the
+        image is new here, its size known and its room free now (see tee.py)."""
         meta = await self._metadata(image_id)
         if meta.status != "active":
             raise NotFound(f"Image {image_id} has no data (status {meta.status!r})")
-        if read and self.settings.cache_on_read:
-            try:
-                await self.queue(image_id, meta=meta)
-            except (NotFound, BadRequest, BadGateway, UpstreamUnavailable, QueueFull) as error:
-                log.warning("read-through queue of %s failed: %s", image_id, error)
-        return meta
+        direct = ReadThrough(meta=meta, open=lambda: self.upstream.open(image_id, 0))
+        if not (read and self.settings.cache_on_read):
+            return direct
+        tee = Tee(client_timeout=self.settings.stall_timeout)
+        try:
+            teeing = await self._queue(image_id, meta=meta, tee=tee)
+        except (NotFound, BadRequest, BadGateway, UpstreamUnavailable, QueueFull) as error:
+            log.warning("read-through queue of %s failed: %s", image_id, error)
+            return direct
+        if not teeing:
+            return direct
+        return ReadThrough(meta=meta, open=lambda: self._read_along(image_id, tee))
+
+    @asynccontextmanager
+    async def _read_along(self, image_id: str, tee: Tee) -> AsyncIterator[ByteStream]:
+        """The bytes of the download the client reads along with (or, `Detached`, its own)."""
+        try:
+            await tee.wait_started()
+        except Detached:
+            async with self.upstream.open(image_id, 0) as stream:
+                yield stream
+            return
+        try:
+            yield ChunkStream(offset=0, source=tee.chunks)
+        finally:
+            tee.leave()
 
     def open_upstream(self, image_id: str) -> AbstractAsyncContextManager[ByteStream]:
-        """The image's bytes from the upstream, for a read-through `GET`."""
+        """The image's bytes from the upstream, streamed on their own."""
         return self.upstream.open(image_id, 0)
 
     # --- upkeep (Glance 33's prune, clean, nodes) ------------------------------------------

@@ -72,17 +72,7 @@ class Room:
         while True:
             changed = self._changed
             try:
-                victims = choose_victims(
-                    cached=(
-                        Candidate(r.image_id, r.size or 0, r.last_accessed or 0.0)
-                        for r in self._records.in_state("cached")
-                        if not self._locks.held(r.image_id)
-                    ),
-                    pinned=self._pins.pinned(),
-                    used=self.used(),
-                    incoming=size,
-                    max_size=self.max_size,
-                )
+                victims = self._victims(size, used=self.used())
             except DoesNotFit as error:
                 log.debug("no room yet for %s: %s", image_id, error)
                 await changed.wait()
@@ -96,6 +86,31 @@ class Room:
                 log.info("evicting %s", ", ".join(victims), extra={"event": "evicted"})
                 await self._evict(victims)
             return
+
+    def _victims(self, size: int, *, used: int) -> list[str]:
+        """The images to evict for `size` more bytes; `DoesNotFit` when that is not enough."""
+        return choose_victims(
+            cached=(
+                Candidate(r.image_id, r.size or 0, r.last_accessed or 0.0)
+                for r in self._records.in_state("cached")
+                if not self._locks.held(r.image_id)
+            ),
+            pinned=self._pins.pinned(),
+            used=used,
+            incoming=size,
+            max_size=self.max_size,
+        )
+
+    def fits_now(self, image_id: str, size: int) -> bool:
+        """Whether `reserve(image_id, size)` would succeed without waiting (evicting LRU
+        images as needed); a read-through download with its client waiting asks this first."""
+        if size > self.max_size:
+            return False
+        try:
+            self._victims(size, used=self.used(excluding=image_id))
+        except DoesNotFit:
+            return False
+        return True
 
     def release(self, image_id: str, *, notify: bool = True) -> None:
         """The reservation of `image_id` ends (committed, failed, cancelled or deleted)."""

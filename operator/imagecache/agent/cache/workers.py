@@ -42,6 +42,24 @@ class WorkerPool:
     def submit(self, image_id: str, seq: int) -> None:
         self._queue.put_nowait((image_id, seq))
 
+    def adopt(self, image_id: str, seq: int) -> bool:
+        """Run `job(image_id, seq)` now, beside the workers: a read-through download whose
+        client is waiting for the bytes (see tee.py). It is a running download like the others
+        for `cancel`, `drain` and `stop`. False (nothing started) while draining."""
+        if self._stopping or image_id in self.running:
+            return False
+        task = asyncio.create_task(self._job(image_id, seq), name=f"download-{image_id}")
+        self.running[image_id] = task
+
+        def done(finished: asyncio.Task[None]) -> None:
+            if self.running.get(image_id) is finished:
+                del self.running[image_id]
+            if not finished.cancelled() and finished.exception() is not None:
+                log.error("download of %s crashed: %r", image_id, finished.exception())
+
+        task.add_done_callback(done)
+        return True
+
     def alive(self) -> bool:
         return (
             not self._stopping

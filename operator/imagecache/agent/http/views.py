@@ -97,7 +97,8 @@ async def image_file(request: web.Request) -> web.StreamResponse:
         if served.checksum:
             headers["Content-MD5"] = served.checksum
         return CachedFileResponse(served, headers=headers)
-    meta = await cache.read_through(image_id, read=read)
+    miss = await cache.read_through(image_id, read=read)
+    meta = miss.meta
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     if meta.size is not None:
         response.content_length = meta.size
@@ -108,7 +109,7 @@ async def image_file(request: web.Request) -> web.StreamResponse:
         return response
     sent = 0
     try:
-        async with cache.open_upstream(image_id) as stream:
+        async with miss.open() as stream:
             await response.prepare(request)
             async for chunk in stream.chunks():
                 sent += len(chunk)
