@@ -5,7 +5,8 @@ Covers: only the digests the upstream gives are computed and verified — md5 fo
 with sha256; the seal names its algorithm, and ``Content-MD5``/the cached entry's checksum come
 only from a verified md5; a wrong digest of either kind still fails the image; after the
 database is lost, an image sealed with sha256 whose identity changed is re-hashed with sha256:
-kept when intact, rejected when its bytes changed.
+kept when intact, rejected when its bytes changed; a resumed download re-hashes its partial file
+with both digests and seals both.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from tests.agent.conftest import IMAGE_A, AgentFactory, random_payload
-from tests.support.upstreams import write_file_image
+from tests.support.upstreams import FakeGlance, Faults, write_file_image
 
 DATA = random_payload(200_000, "digests")
 MD5 = hashlib.md5(DATA).hexdigest()
@@ -122,3 +123,25 @@ async def test_sha256_seal_is_rehashed_with_sha256_after_the_database_is_lost(
         assert report["state"] == "cached", report
         async with again.client.get(f"/v2/images/{IMAGE_A}/file") as response:
             assert await response.read() == DATA
+
+
+async def test_a_resume_rehashes_the_partial_with_every_digest(
+    make_agent: AgentFactory, glance_upstream: FakeGlance, tmp_path: Path
+) -> None:
+    data = random_payload(3_000_000, "resume")
+    glance_upstream.add(IMAGE_A, data)
+    glance_upstream.faults[IMAGE_A] = Faults(drop_after=1_200_000, drop_times=1)
+    token = tmp_path / "upstream-token"
+    token.write_text("upstream-secret\n")
+    agent = await make_agent(glance_upstream.upstream, upstream_token_file=token)
+    assert await agent.put(IMAGE_A) == 202
+    report = await agent.wait_for(IMAGE_A, "cached", "failed")
+    assert report["state"] == "cached", report
+    ranges = [s.range for s in glance_upstream.requests if s.method == "GET" and s.range]
+    assert ranges and ranges[0] != "bytes=0-", "the second attempt resumed"
+    seal = seal_of(agent.cache_dir, IMAGE_A)
+    assert (seal["algo"], seal["digest"], seal["md5"]) == (
+        "sha512",
+        hashlib.sha512(data).hexdigest(),
+        hashlib.md5(data).hexdigest(),
+    )
