@@ -2,7 +2,9 @@
 image, for `cpu_per_byte.py --glance`: Glance caching that image on a read-through `GET`.
 
 No Keystone: the paste flavor `cachemanagement` (Glance's own, unauthenticated: every request
-is an admin context) with the image cache enabled, a filesystem store, sqlite. The image is
+is an admin context without roles) with the image cache enabled, a filesystem store, sqlite,
+and a policy file allowing every Glance rule (generated from Glance's own rule list), since the
+new policy defaults want roles an unauthenticated context does not have. The image is
 uploaded once (Glance computes md5 and sha512 as it stores it). `cache_once` then reads
 `GET /v2/images/{id}/file` (Glance's cache middleware tees the bytes into its cache and checks
 the md5 at the end, as the agent's read-through does), runs `sync`, and removes the image from
@@ -59,7 +61,17 @@ config_file = {paste_ini}
 
 [oslo_concurrency]
 lock_path = {workdir}/locks
+
+[oslo_policy]
+policy_file = {workdir}/policy.yaml
+enforce_scope = false
 """
+
+ALL_RULES = (
+    "import json\n"
+    "from glance.policies import list_rules\n"
+    "print(json.dumps({rule.name: '@' for rule in list_rules()}))\n"
+)
 
 
 def group_cpu(pgid: int) -> float:
@@ -128,6 +140,8 @@ def glance_33(workdir: Path, source: Path) -> Iterator[Glance]:
         )
     )
     env = {"PATH": f"{venv.path / 'bin'}:{os.environ['PATH']}", "HOME": str(Path.home())}
+    rules = run_command([str(venv.python), "-c", ALL_RULES], env=env)
+    (workdir / "policy.yaml").write_text(rules)  # JSON is YAML
     run_command([str(venv.bin("glance-manage")), "--config-file", str(conf), "db_sync"], env=env)
     service = UwsgiService(
         name="glance",
