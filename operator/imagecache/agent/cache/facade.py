@@ -1,7 +1,7 @@
 """`ImageCache`: the agent's service facade — what the views and the app lifecycle call.
 
 Lifecycle (`open`, `drain`, `close`, `readiness`), the Glance cache API (`queue`, `delete`,
-`clear`, `listing`, `report`), serving (`open_cached`, `pin`, `read_through`, `open_upstream`)
+`clear`, `listing`, `report`), serving (`open_cached`, `pin`, `read_through`)
 and upkeep (`prune`, `clean`, `holds`, `check_upstream`). The work is done by:
 
 - `downloading.Downloader`: the worker pool's job (retries, one attempt, the commit);
@@ -472,10 +472,6 @@ class ImageCache:
             yield ChunkStream(offset=0, source=tee.chunks)
         finally:
             tee.leave()
-
-    def open_upstream(self, image_id: str) -> AbstractAsyncContextManager[ByteStream]:
-        """The image's bytes from the upstream, streamed on their own."""
-        return self.upstream.open(image_id, 0)
 
     # --- upkeep (Glance 33's prune, clean, nodes) ------------------------------------------
     def holds(self, image_id: str) -> bool:
