@@ -17,7 +17,14 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.chart.conftest import NAMESPACE, Manifest, Rendering, containers, env_of
+from tests.chart.conftest import (
+    NAMESPACE,
+    Manifest,
+    Rendering,
+    containers,
+    env_of,
+    template_error,
+)
 from tests.chart.values_sets import HTTP_UPSTREAM, VALUE_SETS
 
 AGENT = "ic-imagecache-agent"
@@ -66,7 +73,7 @@ def test_daemonset_agent(render: Callable[..., Rendering]) -> None:
     assert workload["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert labels["app.kubernetes.io/component"] == "agent"
     pod = template["spec"]
-    assert pod["automountServiceAccountToken"] is False
+    assert pod["automountServiceAccountToken"] is True, "auth kubernetes: TokenReviews"
     assert pod["serviceAccountName"] == AGENT
     container = agent_container(rendering)
     assert container["command"] == ["imagecache-agent"]
@@ -75,7 +82,10 @@ def test_daemonset_agent(render: Callable[..., Rendering]) -> None:
         "IMAGECACHE_CACHE_DIR": "/var/cache/imagecache",
         "IMAGECACHE_UPSTREAM": HTTP_UPSTREAM,
         "IMAGECACHE_TOKEN_FILE": TOKEN_PATH,
-        "IMAGECACHE_AUTH": "token-file",
+        "IMAGECACHE_AUTH": "kubernetes",
+        "IMAGECACHE_OPERATOR_SERVICE_ACCOUNT": (
+            f"system:serviceaccount:{NAMESPACE}:ic-imagecache-operator"
+        ),
         "IMAGECACHE_MAX_SIZE": "16G",
         "IMAGECACHE_WORKERS": "2",
         "IMAGECACHE_STALL_TIMEOUT": "60",
@@ -87,7 +97,10 @@ def test_daemonset_agent(render: Callable[..., Rendering]) -> None:
         "IMAGECACHE_DRAIN_TIMEOUT": "25",
     }
     downward = {e["name"]: e["valueFrom"] for e in container["env"] if "valueFrom" in e}
-    assert downward == {"POD_IP": {"fieldRef": {"fieldPath": "status.podIP"}}}
+    assert downward == {
+        "POD_IP": {"fieldRef": {"fieldPath": "status.podIP"}},
+        "IMAGECACHE_POD_UID": {"fieldRef": {"fieldPath": "metadata.uid"}},
+    }
     names = [e["name"] for e in container["env"]]
     assert names.index("POD_IP") == 0, "defined first, so later values may refer to $(POD_IP)"
     assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -103,12 +116,43 @@ def test_daemonset_agent(render: Callable[..., Rendering]) -> None:
     assert volumes["cache"] == {"name": "cache", "emptyDir": {"sizeLimit": "20Gi"}}
     assert volumes["agent-token"]["secret"]["secretName"] == "ic-imagecache-agent-token"
     account = rendering.one("ServiceAccount", AGENT)
-    assert account["automountServiceAccountToken"] is False
+    assert account["automountServiceAccountToken"] is False, "only the agent pods mount it"
+    bindings = [
+        b
+        for b in rendering.of_kind("RoleBinding") + rendering.of_kind("ClusterRoleBinding")
+        if b["subjects"][0]["name"] == AGENT
+    ]
+    assert [b["kind"] for b in bindings] == ["ClusterRoleBinding"]
+    role = rendering.one("ClusterRole", bindings[0]["roleRef"]["name"])
+    assert role["rules"] == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+    ], "the agent's only grant: creating TokenReviews"
+
+
+def test_token_file_agents_have_no_rbac_and_no_api_token(
+    render: Callable[..., Rendering],
+) -> None:
+    values = {
+        **VALUE_SETS["agent-daemonset"],
+        "agent.auth": "token-file",
+        "operator.settings.agentAuth": "token-file",
+    }
+    rendering = render(values)
+    pod = agent_workload(rendering)["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    env = env_of(agent_container(rendering))
+    assert env["IMAGECACHE_AUTH"] == "token-file"
+    assert "IMAGECACHE_OPERATOR_SERVICE_ACCOUNT" not in env
     assert not [
         b
         for b in rendering.of_kind("RoleBinding") + rendering.of_kind("ClusterRoleBinding")
         if b["subjects"][0]["name"] == AGENT
     ], "the agent has no RBAC"
+
+
+def test_per_pod_operator_tokens_need_kubernetes_agents(helm: str) -> None:
+    values = {**VALUE_SETS["agent-daemonset"], "agent.auth": "token-file"}
+    assert "agent.auth=kubernetes" in template_error(helm, values)
 
 
 def test_agent_env_is_accepted_by_agent_settings(
@@ -128,7 +172,9 @@ def test_agent_env_is_accepted_by_agent_settings(
                 continue
             assert field in fields, f"{name} is no agent setting"
             monkeypatch.setenv(name, value)
+        monkeypatch.setenv("IMAGECACHE_POD_UID", "0b6c7e7a-1c1e-4a4e-9a57-2f7f0e9b1d33")  # downward
         settings = settings_class()
+        assert settings.auth == "kubernetes"
         assert settings.port == 9292
         assert settings.host == ("0.0.0.0" if value_set == "ipv4-only" else "::")
         assert settings.token_file is not None and str(settings.token_file) == TOKEN_PATH
@@ -182,6 +228,7 @@ def test_every_agent_setting_is_rendered_from_the_one_map(
         "IMAGECACHE_UPSTREAM",
         "IMAGECACHE_TOKEN_FILE",
         "IMAGECACHE_AUTH",
+        "IMAGECACHE_OPERATOR_SERVICE_ACCOUNT",
         "IMAGECACHE_MAX_SIZE",
     }
     assert set(env) == set(rendered) | chart_owned

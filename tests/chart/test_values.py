@@ -183,7 +183,12 @@ def test_schema_refuses_bad_values(helm: str, values: dict[str, Any], expected: 
             id="retry-period-past-renew-deadline",
         ),
         pytest.param(
-            {"agent.enabled": True, "agent.upstream.url": "http://up/", "agent.auth": "keystone"},
+            {
+                "agent.enabled": True,
+                "agent.upstream.url": "http://up/",
+                "agent.auth": "keystone",
+                "operator.settings.agentAuth": "token-file",
+            },
             "agent.auth=keystone needs agent.openstack.cloud",
             id="keystone-without-cloud",
         ),

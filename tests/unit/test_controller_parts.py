@@ -50,8 +50,11 @@ class FakeAgents:
         self.queued: list[str] = []
         self.down = False
         self.hang_deletes = False
+        self.pod_uids: set[str | None] = set()
+        """The pod UIDs the calls named (each call must name its target's pod)."""
 
-    async def put_image(self, endpoint: str, image: str) -> int:
+    async def put_image(self, endpoint: str, image: str, *, pod_uid: str | None = None) -> int:
+        self.pod_uids.add(pod_uid)
         if self.down:
             raise AgentUnreachable("refused", endpoint=endpoint)
         self.puts.append(image)
@@ -59,7 +62,8 @@ class FakeAgents:
             self.queued.append(image)
         return 202
 
-    async def delete_image(self, endpoint: str, image: str) -> int:
+    async def delete_image(self, endpoint: str, image: str, *, pod_uid: str | None = None) -> int:
+        self.pod_uids.add(pod_uid)
         self.deletes.append(endpoint)
         if self.hang_deletes:
             await asyncio.Event().wait()
@@ -68,7 +72,8 @@ class FakeAgents:
         self.cached.discard(image)
         return 204
 
-    async def cache_report(self, endpoint: str) -> CacheListing:
+    async def cache_report(self, endpoint: str, *, pod_uid: str | None = None) -> CacheListing:
+        self.pod_uids.add(pod_uid)
         self.gets[endpoint] = self.gets.get(endpoint, 0) + 1
         await asyncio.sleep(0)
         if self.down:
@@ -237,6 +242,7 @@ async def test_put_once_then_track_then_recache() -> None:
     assert world.status()["phase"] == "Queued"
     assert [reason for _, reason in world.writes.events] == ["Recaching"]
     assert world.agents.puts == ["img", "img"]
+    assert world.agents.pod_uids and None not in world.agents.pod_uids, "each call names its pod"
 
 
 async def test_restart_with_a_cached_status_checks_without_putting() -> None:
@@ -355,7 +361,7 @@ async def test_progress_only_changes_are_throttled() -> None:
     world.add("r")
     reports = iter([10, 20, 30, 40, 50, 60, 70])
 
-    async def caching(endpoint: str) -> CacheListing:
+    async def caching(endpoint: str, *, pod_uid: str | None = None) -> CacheListing:
         done = next(reports)
         return {
             "cached_images": [],

@@ -20,6 +20,7 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imagecache import settings_cli
+from imagecache.core.podtokens import agent_audience, is_service_account_username
 from imagecache.core.sizes import parse_size
 from imagecache.settings_cli import SettingsError as SettingsError
 from imagecache.settings_cli import env_var, flag
@@ -51,11 +52,29 @@ class AgentSettings(BaseSettings):
         description="File of accepted client tokens, one per line; re-read when it changes. "
         "Without it the API is open (loopback only, unless --insecure-no-auth).",
     )
-    auth: Literal["token-file", "keystone"] = Field(
+    auth: Literal["token-file", "keystone", "kubernetes"] = Field(
         "token-file",
-        description="How clients are authenticated: token-file (the tokens of --token-file) "
-        "or keystone (X-Auth-Token validated against Keystone with --os-cloud's credentials, "
-        "one of --keystone-roles required; the tokens of --token-file are accepted too).",
+        description="How clients are authenticated: token-file (the tokens of --token-file), "
+        "keystone (X-Auth-Token validated against Keystone with --os-cloud's credentials, "
+        "one of --keystone-roles required) or kubernetes (a token accepted only after a "
+        "Kubernetes TokenReview says it is --operator-service-account's, minted for the "
+        "audience imagecache.dev/agent/<--pod-uid>); in both the tokens of --token-file are "
+        "accepted too.",
+    )
+    pod_uid: str | None = Field(
+        None,
+        description="This pod's UID (downward API metadata.uid); auth kubernetes accepts only "
+        "tokens minted for the audience imagecache.dev/agent/<pod-uid>.",
+    )
+    operator_service_account: str | None = Field(
+        None,
+        description="auth kubernetes: the only user whose tokens are accepted, "
+        "system:serviceaccount:<namespace>:<name> (the operator's service account).",
+    )
+    kubeconfig: Path | None = Field(
+        None,
+        description="auth kubernetes: a kubeconfig for the TokenReview calls (server, CA, "
+        "token or tokenFile); unset: the in-cluster service account.",
     )
     os_cloud: str | None = Field(
         None,
@@ -196,6 +215,24 @@ class AgentSettings(BaseSettings):
         if self.os_cloud is not None and self.upstream_token_file is not None:
             raise ValueError(
                 "upstream_token_file: give either it or os_cloud (Keystone tokens), not both"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_kubernetes(self) -> AgentSettings:
+        if self.auth != "kubernetes":
+            return self
+        if self.pod_uid is None:
+            raise ValueError("pod_uid: auth kubernetes needs this pod's UID (downward API)")
+        try:
+            agent_audience(self.pod_uid)
+        except ValueError as error:
+            raise ValueError(f"pod_uid: {error}") from None
+        account = self.operator_service_account
+        if account is None or not is_service_account_username(account):
+            raise ValueError(
+                "operator_service_account: auth kubernetes needs the operator's service "
+                "account as system:serviceaccount:<namespace>:<name>"
             )
         return self
 

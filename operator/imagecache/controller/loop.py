@@ -143,7 +143,13 @@ class ReconcileLoop:
             default_port=self._settings.agent_port,
             recheck_interval=self._settings.recheck_interval,
         )
-        reports = await self._reconciler.fetch(plan.polls)
+        pod_uids = {
+            t.endpoint: t.pod.uid
+            for r in plan.requests
+            for t in r.targets
+            if t.endpoint in plan.polls and t.pod is not None
+        }
+        reports = await self._reconciler.fetch(plan.polls, pod_uids=pod_uids)
         await asyncio.gather(*(self._one(request, reports) for request in plan.requests))
         self._reconciler.end_tick()
         alive = {r.key for r in requests}

@@ -21,7 +21,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from imagecache.controller.agents import AgentPort
-from imagecache.controller.errors import AgentError, AgentUnauthorized, AgentUnreachable
+from imagecache.controller.errors import (
+    AgentError,
+    AgentUnauthorized,
+    AgentUnreachable,
+    CredentialUnavailable,
+)
 from imagecache.controller.settings import OperatorSettings
 from imagecache.core.backoff import backoff_delay
 from imagecache.core.planning import (
@@ -162,15 +167,20 @@ class Reconciler:
                 if memo is not None:
                     memo.seen_tick = self._tick
 
-    async def fetch(self, endpoints: Iterable[str]) -> Reports:
-        """``GET /v2/cache`` from each endpoint once, concurrently."""
+    async def fetch(
+        self, endpoints: Iterable[str], *, pod_uids: Mapping[str, str] | None = None
+    ) -> Reports:
+        """``GET /v2/cache`` from each endpoint once, concurrently (`pod_uids`: the pod behind
+        each endpoint, for its per-pod credential)."""
         started = self._monotonic()
         chosen = sorted(set(endpoints))
 
         async def one(endpoint: str) -> CacheListing | AgentError:
             self.gets[endpoint] = self.gets.get(endpoint, 0) + 1
             try:
-                return await self._agents.cache_report(endpoint)
+                return await self._agents.cache_report(
+                    endpoint, pod_uid=(pod_uids or {}).get(endpoint)
+                )
             except AgentError as error:
                 return error
 
@@ -248,7 +258,7 @@ class Reconciler:
         else:
             requeued = previous_phase == "Cached"
             try:
-                code = await self._agents.put_image(endpoint, image)
+                code = await self._agents.put_image(endpoint, image, pod_uid=pod.uid)
             except AgentError as error:
                 return self._contact_failed(memo, kept, error, now), False
             state = state_from_put(status_code=code, pod_name=pod.name)
@@ -278,6 +288,14 @@ class Reconciler:
             )
         elif kept is not None and kept.phase == "Cached":
             state = dataclasses.replace(kept, reachable=False, unreachable=str(error))
+        elif isinstance(error, CredentialUnavailable):
+            state = dataclasses.replace(
+                pending_state(
+                    reason="CredentialUnavailable", message=f"no credential for the agent: {error}"
+                ),
+                reachable=False,
+                unreachable=str(error),
+            )
         else:
             state = dataclasses.replace(
                 pending_state(reason="AgentUnreachable", message=f"agent unreachable: {error}"),
@@ -316,7 +334,7 @@ class Reconciler:
 
         async def one(target: PlannedTarget) -> None:
             assert target.endpoint is not None and target.pod is not None
-            await self._agents.delete_image(target.endpoint, image)
+            await self._agents.delete_image(target.endpoint, image, pod_uid=target.pod.uid)
             evicted.add(target.pod.uid)
 
         failures: list[str] = []

@@ -28,7 +28,9 @@ from imagecache.core.wire import ImageReport, image_report
 
 EventType = Literal["Normal", "Warning"]
 
-_WARNING_REASONS = frozenset({"PodNotFound", "AgentUnreachable", "Unauthorized"})
+_WARNING_REASONS = frozenset(
+    {"PodNotFound", "AgentUnreachable", "Unauthorized", "CredentialUnavailable"}
+)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from imagecache.agent.cache.db import DatabaseError, DatabaseFull
-from imagecache.agent.http.auth import AcceptedTokens, presented_token
+from imagecache.agent.http.auth import AcceptedTokens, InboundAuth, presented_token
 from imagecache.agent.http.errors import ApiError
-from imagecache.agent.keystone import Keystone, KeystoneError
+from imagecache.agent.keystone import KeystoneError
+from imagecache.agent.token_review import TokenReviewError
 
 log = logging.getLogger("imagecache.agent.http")
 
@@ -89,14 +90,15 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 def auth_middleware(
-    tokens: AcceptedTokens | None, keystone: Keystone | None = None
+    tokens: AcceptedTokens | None, keystone: InboundAuth | None = None
 ) -> Callable[..., Awaitable[web.StreamResponse]]:
     """Require a valid token on everything but `OPEN_PATHS`.
 
     Token-file mode (`keystone` None): a token of the file; no-op without a file. Keystone
     mode: a token of the file (the operator's) or a Keystone token holding one of the roles:
     401 when Keystone does not know it (or it expired), 403 when it lacks the roles, 503 when
-    Keystone cannot be asked.
+    Keystone cannot be asked. Kubernetes mode (`keystone` a `TokenReviews`): a token of the file
+    or one a TokenReview accepts for this pod (401 otherwise, 503 when the API cannot be asked).
     """
 
     def unauthorized(request: web.Request) -> web.Response:
@@ -120,12 +122,13 @@ def auth_middleware(
             return unauthorized(request)
         try:
             outcome = await keystone.check(presented)
-        except KeystoneError as error:
+        except (KeystoneError, TokenReviewError) as error:
             log.warning("cannot validate a token: %s", error)
+            judge = "Keystone" if isinstance(error, KeystoneError) else "The Kubernetes API"
             return error_response(
                 503,
                 "Service Unavailable",
-                "Keystone cannot validate tokens right now.",
+                f"{judge} cannot validate tokens right now.",
                 request=request,
             )
         if outcome == "invalid":
