@@ -117,7 +117,15 @@ def test_report() -> None:
         "queued_at",
         "started_at",
         "cached_at",
+        "waiting_for_room",
+        "bytes_needed",
     }
+    assert not shown["waiting_for_room"] and shown["bytes_needed"] is None
+    waiting = images.report(caching, image_id="a", queue_position=0, bytes_needed=7)
+    assert waiting["waiting_for_room"] and waiting["bytes_needed"] == 7
+    assert not images.report(
+        ImageRecord("a", "cached", 1), image_id="a", queue_position=None, bytes_needed=7
+    )["waiting_for_room"]
 
 
 def test_cached_entry() -> None:

@@ -142,6 +142,27 @@ class AgentSettings(BaseSettings):
         description="Seconds a new connection has to send its complete request head; "
         "slower clients (slowloris) are disconnected.",
     )
+    room_wait_timeout: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds a download waits for room under max_size (images being served "
+        "or reserved by other downloads) before it fails with reason NoRoom; a later PUT "
+        "tries again. The waiting download does not hold a worker.",
+    )
+    serve_idle_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a client may go without reading a cached image being served "
+        "before it is disconnected (the file is pinned, not evictable, while served).",
+    )
+    keystone_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds any one Keystone call (token validation, the agent's own "
+        "authentication, the catalog) may take; then it fails (503 for a client, a "
+        "transient upstream error for a download).",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -146,13 +146,18 @@ class TokenReviews:
             await self._session.close()
             self._session = None
 
-    async def check(self, token: str) -> Outcome:
-        """``allowed`` or ``invalid``; `TokenReviewError` when the API cannot be asked."""
+    def known(self, token: str) -> Outcome | None:
+        """The verdict already known for `token` (an oversized one, or cached), at once."""
         if len(token.encode("utf-8", "surrogateescape")) > MAX_TOKEN_BYTES:
             return "invalid"
         cached = self.verdicts.get(token, now=self.clock())
-        if cached is not None:
-            return cached.outcome
+        return None if cached is None else cached.outcome
+
+    async def check(self, token: str) -> Outcome:
+        """``allowed`` or ``invalid``; `TokenReviewError` when the API cannot be asked."""
+        known = self.known(token)
+        if known is not None:
+            return known
         key = VerdictCache.key(token)
         pending = self._checking.get(key)
         if pending is None:

@@ -131,8 +131,15 @@ def queue_positions(records: Iterable[ImageRecord]) -> dict[str, int]:
     return positions
 
 
-def report(record: ImageRecord | None, *, image_id: str, queue_position: int | None) -> ImageReport:
-    """The per-image report; an unknown image is ``absent``."""
+def report(
+    record: ImageRecord | None,
+    *,
+    image_id: str,
+    queue_position: int | None,
+    bytes_needed: int | None = None,
+) -> ImageReport:
+    """The per-image report; an unknown image is ``absent``. `bytes_needed` (not None while
+    the download waits for room) is shown as ``waiting_for_room`` and ``bytes_needed``."""
     if record is None:
         return image_report(image_id, "absent")
     waiting = record.state in ("queued", "caching")
@@ -148,6 +155,8 @@ def report(record: ImageRecord | None, *, image_id: str, queue_position: int | N
         queued_at=record.queued_at,
         started_at=record.started_at,
         cached_at=record.cached_at,
+        waiting_for_room=waiting and bytes_needed is not None,
+        bytes_needed=bytes_needed if waiting else None,
     )
 
 

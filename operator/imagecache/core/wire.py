@@ -30,6 +30,10 @@ class ImageReport(TypedDict):
     queued_at: float | None
     started_at: float | None
     cached_at: float | None
+    waiting_for_room: bool
+    """The download waits for room under ``max_size`` (images being served, or reserved)."""
+    bytes_needed: int | None
+    """While `waiting_for_room`: bytes that cannot be freed yet; else None."""
 
 
 class CachedEntry(TypedDict):
@@ -66,6 +70,7 @@ def image_report(
     queued_at: float | None = None,
     started_at: float | None = None,
     cached_at: float | None = None,
+    bytes_needed: int | None = None,
 ) -> ImageReport:
     """An `ImageReport` with every key present (the fields not given take their empty value)."""
     return ImageReport(
@@ -80,4 +85,6 @@ def image_report(
         queued_at=queued_at,
         started_at=started_at,
         cached_at=cached_at,
+        waiting_for_room=bytes_needed is not None,
+        bytes_needed=bytes_needed,
     )

@@ -2,10 +2,14 @@
 
 `run(image_id, seq)` makes attempts (`fetching.fetch`) until the image is cached, fails
 permanently, runs out of retries, or its record changes under it (deleted or re-queued: `seq`
-no longer matches). Each attempt reserves room first (`Room`). The commit — the rename into
-``images/`` of the very file that was hashed, the record turning ``cached`` and its row saved —
-runs holding the image id (`IdLocks`) and to completion even when the download is cancelled,
-so a `DELETE` either comes before it (and the download never commits) or after it.
+no longer matches). Each attempt reserves room first (`Room`): while it waits for room the
+download is off duty (its worker runs other downloads), and no room within
+``room_wait_timeout`` fails it with ``NoRoom`` (a later `PUT` tries again).
+
+The commit — the rename into ``images/`` of the very file that was hashed, the record turning
+``cached`` and its row saved — runs holding the image id (`IdLocks`) and to completion even
+when the download is cancelled, so a `DELETE` either comes before it (and the download never
+commits) or after it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO, TypeVar
 
 from imagecache.agent.cache.db import Database
+from imagecache.agent.cache.errors import NoRoom
 from imagecache.agent.cache.fetching import (
     Fetched,
     PermanentFetchError,
@@ -30,7 +35,7 @@ from imagecache.agent.cache.fetching import (
 )
 from imagecache.agent.cache.locks import IdLocks
 from imagecache.agent.cache.pins import Pins
-from imagecache.agent.cache.room import Room
+from imagecache.agent.cache.room import OnWait, Room
 from imagecache.agent.cache.store import Store
 from imagecache.agent.cache.tee import Tee, TeeUpstream
 from imagecache.agent.metrics import AgentMetrics
@@ -76,6 +81,7 @@ class Downloader:
         locks: IdLocks,
         pins: Pins,
         room: Room,
+        off_duty: OnWait,
     ) -> None:
         self.settings = settings
         self.upstream = upstream
@@ -86,6 +92,7 @@ class Downloader:
         self.locks = locks
         self.pins = pins
         self.room = room
+        self.off_duty = off_duty
         self._handed: dict[tuple[str, int], ImageMeta] = {}
         self._tees: dict[tuple[str, int], Tee] = {}
         self.hashing = hashing_pool()
@@ -187,9 +194,11 @@ class Downloader:
             tee = None
         if meta.size is not None:
             try:
-                await self.room.reserve(image_id, meta.size)
+                await self.room.reserve(image_id, meta.size, on_wait=self.off_duty)
             except DoesNotFit as error:
                 raise PermanentFetchError(str(error), reason="too_large") from error
+            except NoRoom as error:
+                raise PermanentFetchError(f"NoRoom: {error}", reason="no_room") from error
         if self.current(image_id, seq) is None:
             raise Superseded(image_id)
         # A client reading along needs every byte from the first: no resume then.
@@ -219,16 +228,14 @@ class Downloader:
             self._update(image_id, seq, lambda r: images.progress(r, done=done))
 
         async def reserve(total: int) -> None:
-            """An image of unknown size: room for `total` bytes, else no more bytes."""
+            """An image of unknown size: room for `total` bytes, else no more bytes (it holds
+            its worker and its upstream connection meanwhile: waits at most `stall_timeout`)."""
             try:
-                async with asyncio.timeout(self.settings.stall_timeout):
-                    await self.room.reserve(image_id, total)
+                await self.room.reserve(image_id, total, within=self.settings.stall_timeout)
             except DoesNotFit as error:
                 raise PermanentFetchError(str(error), reason="too_large") from error
-            except TimeoutError as error:
-                raise TransientFetchError(
-                    f"no room for {total} bytes under max_size", reason="no_room"
-                ) from error
+            except NoRoom as error:
+                raise TransientFetchError(f"NoRoom: {error}", reason="no_room") from error
 
         source = TeeUpstream(self.upstream, tee) if tee is not None else None
 

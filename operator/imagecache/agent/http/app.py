@@ -14,7 +14,6 @@ from aiohttp import web
 from imagecache.agent.cache.facade import ImageCache
 from imagecache.agent.http.appkeys import CACHE, METRICS, SETTINGS
 from imagecache.agent.http.auth import AcceptedTokens, InboundAuth
-from imagecache.agent.http.image_views import IMAGE_INDEX
 from imagecache.agent.http.middlewares import auth_middleware, errors_middleware
 from imagecache.agent.http.views import routes
 from imagecache.agent.keystone import Keystone, make_keystone
@@ -25,7 +24,6 @@ from imagecache.agent.token_review import ApiAccess, TokenReviews
 from imagecache.agent.upstream.auth import KeystoneAuth, StaticToken
 from imagecache.agent.upstream.file import FileUpstream
 from imagecache.agent.upstream.http import GlanceUpstream, HttpUpstream
-from imagecache.agent.upstream.index import make_image_index
 from imagecache.agent.upstream.port import Upstream
 from imagecache.core.podtokens import agent_audience
 
@@ -35,7 +33,12 @@ def create_app(settings: AgentSettings, *, upstream: Upstream | None = None) -> 
     tokens = (
         AcceptedTokens(TokenFile(settings.token_file)) if settings.token_file is not None else None
     )
-    keystone = make_keystone(settings.os_cloud, roles=settings.roles, clock=time.time)
+    keystone = make_keystone(
+        settings.os_cloud,
+        roles=settings.roles,
+        clock=time.time,
+        timeout=settings.keystone_timeout,
+    )
     reviews = make_token_reviews(settings)
     inbound: InboundAuth | None = keystone if settings.auth == "keystone" else reviews
     app = web.Application(
@@ -56,7 +59,6 @@ def create_app(settings: AgentSettings, *, upstream: Upstream | None = None) -> 
         ),
         metrics,
     )
-    app[IMAGE_INDEX] = make_image_index(app[CACHE].upstream)
     app.add_routes(routes())
     app.cleanup_ctx.append(_threads)
     app.cleanup_ctx.append(_cache)

@@ -16,6 +16,10 @@ from imagecache.agent.token_file import TokenFile
 class InboundAuth(Protocol):
     """A judge of client tokens: `keystone.Keystone` or `token_review.TokenReviews`."""
 
+    def known(self, token: str) -> Outcome | None:
+        """The verdict already known for `token` (cached, or an implausible token), at once."""
+        ...
+
     async def check(self, token: str) -> Outcome:
         """``allowed``, ``invalid`` or ``forbidden``; raises when it cannot be asked."""
         ...

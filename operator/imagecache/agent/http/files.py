@@ -5,33 +5,49 @@ siblings): between the cache's checks and that open, ``images/<id>`` could be sw
 to a file outside the cache. `CachedFileResponse` sends the bytes of the very descriptor
 `ImageCache.open_cached` opened with ``O_NOFOLLOW`` and checked to be a regular file of the
 recorded size: zero-copy (`loop.sendfile`), one byte range (``Range``, ``If-Range``, 416 when
-unsatisfiable), ``HEAD``, ``ETag``/``Last-Modified`` as aiohttp computes them. The pin and the
-descriptor are released once the response is sent (or fails).
+unsatisfiable), ``HEAD``, ``ETag``/``Last-Modified`` as aiohttp computes them. A client that
+reads nothing for ``serve_idle_timeout`` is disconnected (`read_deadline`), so a stalled reader
+cannot keep the image pinned for ever. The pin and the descriptor are released once the
+response is sent (or fails).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
 from imagecache.agent.cache.facade import CachedFile
+from imagecache.agent.http.read_deadline import read_deadline
+
+log = logging.getLogger("imagecache.agent.http")
 
 
 class CachedFileResponse(web.StreamResponse):
     """One cached image, sent from its open descriptor."""
 
-    def __init__(self, served: CachedFile, **kwargs: Any) -> None:
+    def __init__(self, served: CachedFile, *, idle_timeout: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._served = served
+        self._idle_timeout = idle_timeout
 
     async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
         if self.prepared:
             return await super().prepare(request)
         try:
-            return await self._send(request)
+            async with read_deadline(request.transport, idle=self._idle_timeout, what=request.path):
+                return await self._send(request)
+        except ConnectionError as error:
+            log.info(
+                "client went away while %s was sent: %s",
+                request.path,
+                error,
+                extra={"event": "client_gone"},
+            )
+            raise
         finally:
             self._served.release()
 

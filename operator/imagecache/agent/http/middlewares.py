@@ -1,24 +1,57 @@
-"""The two middlewares: Glance-shaped JSON errors (one place), and token auth."""
+"""The two middlewares: Glance-shaped JSON errors (one place), and token auth.
+
+Auth in keystone mode never makes a request wait on Keystone when it needs no validation: the
+open paths and the operator's token-file tokens are answered first, then a cached verdict (or
+a token no Keystone would issue: 401 at once). Only then is Keystone asked, bounded per client
+address (`ClientSlots`: a client with `MAX_VALIDATIONS_PER_CLIENT` validations in flight gets
+429 for more, other clients are not affected) and in time (``keystone_timeout``: 503).
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from imagecache.agent.cache.db import DatabaseError, DatabaseFull
+from imagecache.agent.cache.errors import CacheError
 from imagecache.agent.http.auth import AcceptedTokens, InboundAuth, presented_token
-from imagecache.agent.http.errors import ApiError
+from imagecache.agent.http.errors import ApiError, to_api_error
 from imagecache.agent.keystone import KeystoneError
 from imagecache.agent.token_review import TokenReviewError
+from imagecache.agent.upstream.index import InvalidQuery
+from imagecache.agent.upstream.port import UpstreamError
 
 log = logging.getLogger("imagecache.agent.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/versions", "/"})
+MAX_VALIDATIONS_PER_CLIENT = 8
+"""Token validations one client address may have waiting on Keystone at once."""
+SHED_RETRY_AFTER = 1  # seconds
+
+
+class ClientSlots:
+    """In-flight token validations per client address, each address bounded by `limit`."""
+
+    def __init__(self, limit: int = MAX_VALIDATIONS_PER_CLIENT) -> None:
+        self.limit = limit
+        self._in_flight: Counter[str] = Counter()
+
+    def take(self, client: str) -> bool:
+        if self._in_flight[client] >= self.limit:
+            return False
+        self._in_flight[client] += 1
+        return True
+
+    def give_back(self, client: str) -> None:
+        self._in_flight[client] -= 1
+        if self._in_flight[client] <= 0:
+            del self._in_flight[client]
 
 
 def error_response(
@@ -40,6 +73,12 @@ def error_response(
     return web.Response(status=status, text=body, content_type="application/json", headers=headers)
 
 
+def api_error_response(error: ApiError, request: web.BaseRequest) -> web.Response:
+    return error_response(
+        error.status, error.title, str(error), headers=error.headers or None, request=request
+    )
+
+
 def is_glance_client(request: web.BaseRequest) -> bool:
     """A stock python-glanceclient that did not ask for JSON explicitly.
 
@@ -52,13 +91,28 @@ def is_glance_client(request: web.BaseRequest) -> bool:
 
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map domain errors and aiohttp's HTTP exceptions to JSON; never leak a stack trace."""
+    """Map domain errors and aiohttp's HTTP exceptions to JSON; never leak a stack trace.
+
+    A client that goes away mid-answer is one INFO line (nothing is left to answer to), not
+    an ERROR with a traceback.
+    """
     try:
         return await handler(request)
     except ApiError as error:
-        return error_response(
-            error.status, error.title, str(error), headers=error.headers or None, request=request
+        return api_error_response(error, request)
+    except (CacheError, UpstreamError, InvalidQuery) as error:
+        return api_error_response(to_api_error(error, request.match_info.get("image_id")), request)
+    except ConnectionError as error:
+        log.info(
+            "client went away during %s %s: %s",
+            request.method,
+            request.path,
+            error,
+            extra={"event": "client_gone"},
         )
+        # Nothing can reach the client; aiohttp drops this answer quietly (raising would
+        # log an ERROR traceback for a client that merely hung up).
+        return web.Response(status=400)
     except DatabaseFull:
         return error_response(
             507,
@@ -96,10 +150,14 @@ def auth_middleware(
 
     Token-file mode (`keystone` None): a token of the file; no-op without a file. Keystone
     mode: a token of the file (the operator's) or a Keystone token holding one of the roles:
-    401 when Keystone does not know it (or it expired), 403 when it lacks the roles, 503 when
-    Keystone cannot be asked. Kubernetes mode (`keystone` a `TokenReviews`): a token of the file
-    or one a TokenReview accepts for this pod (401 otherwise, 503 when the API cannot be asked).
+    401 when Keystone does not know it, refuses it as malformed, it expired, or it is no
+    plausible token (never sent to Keystone); 403 when it lacks the roles; 429 when this
+    client already waits for `MAX_VALIDATIONS_PER_CLIENT` validations; 503 when Keystone
+    cannot be asked (or does not answer within ``keystone_timeout``).
+    Kubernetes mode (`keystone` a `TokenReviews`): a token of the file or one a TokenReview
+    accepts for this pod (401 otherwise, 503 when the API cannot be asked).
     """
+    slots = ClientSlots()
 
     def unauthorized(request: web.Request) -> web.Response:
         return error_response(
@@ -120,17 +178,30 @@ def auth_middleware(
             return await handler(request)
         if keystone is None or not presented:
             return unauthorized(request)
-        try:
-            outcome = await keystone.check(presented)
-        except (KeystoneError, TokenReviewError) as error:
-            log.warning("cannot validate a token: %s", error)
-            judge = "Keystone" if isinstance(error, KeystoneError) else "The Kubernetes API"
-            return error_response(
-                503,
-                "Service Unavailable",
-                f"{judge} cannot validate tokens right now.",
-                request=request,
-            )
+        outcome = keystone.known(presented)
+        if outcome is None:
+            client = request.remote or ""
+            if not slots.take(client):
+                return error_response(
+                    429,
+                    "Too Many Requests",
+                    "Too many of your tokens are being validated at once; retry shortly.",
+                    {"Retry-After": str(SHED_RETRY_AFTER)},
+                    request,
+                )
+            try:
+                outcome = await keystone.check(presented)
+            except (KeystoneError, TokenReviewError) as error:
+                log.warning("cannot validate a token: %s", error)
+                judge = "Keystone" if isinstance(error, KeystoneError) else "The Kubernetes API"
+                return error_response(
+                    503,
+                    "Service Unavailable",
+                    f"{judge} cannot validate tokens right now.",
+                    request=request,
+                )
+            finally:
+                slots.give_back(client)
         if outcome == "invalid":
             return unauthorized(request)
         if outcome == "forbidden":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from importlib import resources
@@ -12,14 +13,16 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from imagecache.agent.cache.facade import ClearTarget
-from imagecache.agent.cache.maintenance import cache_admin_routes
-from imagecache.agent.http.appkeys import CACHE, METRICS
-from imagecache.agent.http.errors import BadRequest, NotFound, from_upstream
+from imagecache.agent.http.appkeys import CACHE, METRICS, SETTINGS
+from imagecache.agent.http.errors import BadRequest, NotFound
 from imagecache.agent.http.files import CachedFileResponse
 from imagecache.agent.http.image_views import image_routes
+from imagecache.agent.http.maintenance_views import cache_admin_routes
 from imagecache.agent.http.middlewares import is_glance_client
 from imagecache.agent.upstream.port import UpstreamError
 from imagecache.core.ids import is_valid_image_id
+
+log = logging.getLogger("imagecache.agent.http")
 
 CLEAR_HEADER = "x-image-cache-clear-target"
 _ZERO_SUFFIX = re.compile(r"bytes=\s*-0+\s*")
@@ -96,7 +99,8 @@ async def image_file(request: web.Request) -> web.StreamResponse:
         headers = {"Content-Type": "application/octet-stream"}
         if served.checksum:
             headers["Content-MD5"] = served.checksum
-        return CachedFileResponse(served, headers=headers)
+        idle = request.app[SETTINGS].serve_idle_timeout
+        return CachedFileResponse(served, idle_timeout=idle, headers=headers)
     miss = await cache.read_through(image_id, read=read)
     meta = miss.meta
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
@@ -116,10 +120,19 @@ async def image_file(request: web.Request) -> web.StreamResponse:
                 if meta.size is not None and sent > meta.size:
                     break  # more than promised: these bytes cannot be trusted
                 await response.write(chunk)
-    except UpstreamError as error:
+    except UpstreamError:
         if not response.prepared:
-            raise from_upstream(error, image_id) from error
+            raise  # answered by the errors middleware, as every upstream error is
         sent = -1
+    except ConnectionError as error:  # the client went away: nobody is left to answer
+        log.info(
+            "client went away after %d bytes of %s: %s",
+            sent,
+            request.path,
+            error,
+            extra={"event": "client_gone"},
+        )
+        return response
     if sent < 0 or (meta.size is not None and sent != meta.size):
         # Short, long or broken: the client must see a failed transfer, not wait for bytes
         # that will never come (its Content-Length was promised).

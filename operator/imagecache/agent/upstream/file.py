@@ -58,27 +58,7 @@ class FileUpstream:
             ) from error
         if not S_ISREG(stat.st_mode):
             raise ImageNotFound(path.name)
-        fields: dict[str, Any] = {}
-        sidecar = path.with_name(path.name + ".json")
-        try:
-            with sidecar.open("rb") as handle:
-                text = handle.read(METADATA_LIMIT + 1)
-            if len(text) > METADATA_LIMIT:
-                raise BadUpstreamAnswer(
-                    f"sidecar {sidecar.name} is larger than {METADATA_LIMIT} bytes",
-                    reason="metadata_too_large",
-                )
-            fields = json.loads(text)
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError) as error:
-            raise BadUpstreamAnswer(
-                f"unreadable sidecar {sidecar.name}: {error}", reason="bad_metadata"
-            ) from error
-        if not isinstance(fields, dict):
-            raise BadUpstreamAnswer(
-                f"sidecar {sidecar.name} is not a JSON object", reason="bad_metadata"
-            )
+        fields = read_sidecar(path)
         return image_meta(
             size=stat.st_size,
             status=fields.get("status", "active"),
@@ -119,3 +99,33 @@ class FileUpstream:
 
     async def close(self) -> None:
         return None
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """The Glance fields of image file `path` from its sidecar ``<path>.json`` ({} without one).
+
+    The one reader of sidecars (metadata for downloads, documents for the image views), so
+    both apply the same bounds: at most `METADATA_LIMIT` bytes, a JSON object; anything else
+    is a `BadUpstreamAnswer`. Blocking (run in a thread).
+    """
+    sidecar = path.with_name(path.name + ".json")
+    try:
+        with sidecar.open("rb") as handle:
+            text = handle.read(METADATA_LIMIT + 1)
+        if len(text) > METADATA_LIMIT:
+            raise BadUpstreamAnswer(
+                f"sidecar {sidecar.name} is larger than {METADATA_LIMIT} bytes",
+                reason="metadata_too_large",
+            )
+        fields = json.loads(text)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:
+        raise BadUpstreamAnswer(
+            f"unreadable sidecar {sidecar.name}: {error}", reason="bad_metadata"
+        ) from error
+    if not isinstance(fields, dict):
+        raise BadUpstreamAnswer(
+            f"sidecar {sidecar.name} is not a JSON object", reason="bad_metadata"
+        )
+    return fields

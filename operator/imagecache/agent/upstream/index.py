@@ -18,7 +18,6 @@ Errors: `upstreams.ImageNotFound` (404), `InvalidQuery` (400), and the upstream'
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -27,9 +26,14 @@ from stat import S_ISREG
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
-from imagecache.agent.upstream.file import FileUpstream
+from imagecache.agent.upstream.file import FileUpstream, read_sidecar
 from imagecache.agent.upstream.http import GlanceUpstream
-from imagecache.agent.upstream.port import ImageNotFound, PermanentUpstreamError, Upstream
+from imagecache.agent.upstream.port import (
+    BadUpstreamAnswer,
+    ImageNotFound,
+    PermanentUpstreamError,
+    Upstream,
+)
 from imagecache.core.ids import is_valid_image_id
 
 Query = Sequence[tuple[str, str]]
@@ -153,7 +157,8 @@ def read_file_image(directory: Path, image_id: str) -> Document | None:
 
 
 def read_file_images(directory: Path) -> list[Document]:
-    """Every image of the directory (sidecars ``*.json`` are not images)."""
+    """Every image of the directory (sidecars ``*.json`` are not images; an image whose
+    sidecar is unusable is left out)."""
     docs = []
     with os.scandir(directory) as entries:
         names = [
@@ -162,18 +167,19 @@ def read_file_images(directory: Path) -> list[Document]:
             if e.is_file() and not e.name.endswith(".json") and is_valid_image_id(e.name)
         ]
     for name in names:
-        doc = read_file_image(directory, name)
+        try:
+            doc = read_file_image(directory, name)
+        except BadUpstreamAnswer:
+            continue  # an unusable sidecar: the image cannot be cached either, so not listed
         if doc is not None:
             docs.append(doc)
     return docs
 
 
 def _sidecar(path: Path) -> dict[str, Any]:
-    try:
-        fields = json.loads(path.with_name(path.name + ".json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return fields if isinstance(fields, dict) else {}
+    """The image's sidecar fields, read as the file upstream reads them (`read_sidecar`); an
+    unusable sidecar raises `BadUpstreamAnswer` here too (a 502 for ``GET /v2/images/{id}``)."""
+    return read_sidecar(path)
 
 
 # --- pure: documents and listings -------------------------------------------------------------

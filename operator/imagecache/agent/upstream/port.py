@@ -28,7 +28,7 @@ short snake_case `reason`, the label of the agent's ``imagecache_failures`` metr
                                    (retried with backoff)
 
 Translated once each: to a download outcome in `fetching.upstream_errors`, to an HTTP answer in
-`errors.from_upstream`.
+`http.errors.to_api_error`.
 """
 
 from __future__ import annotations
