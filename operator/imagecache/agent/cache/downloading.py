@@ -10,6 +10,10 @@ The commit — the rename into ``images/`` of the very file that was hashed, the
 ``cached`` and its row saved — runs holding the image id (`IdLocks`) and to completion even
 when the download is cancelled, so a `DELETE` either comes before it (and the download never
 commits) or after it.
+
+Every download ends (SPEC §2.10): an exception no layer translated into a `FetchError` (a bug,
+a `RecursionError`, ...) fails the image with reason ``internal_error`` and the exception's
+name, instead of leaving it ``caching``.
 """
 
 from __future__ import annotations
@@ -157,6 +161,16 @@ class Downloader:
                 except PermanentFetchError as error:
                     self.metrics.failures.labels(error.reason).inc()
                     await self._fail(image_id, seq, str(error))
+                    return
+                except Exception as error:  # untranslated: a bug, never a reason to hang
+                    log.exception(
+                        "download of %s failed unexpectedly",
+                        image_id,
+                        extra={"event": "crashed", "image_id": image_id},
+                    )
+                    self.metrics.failures.labels("internal_error").inc()
+                    text = f"internal error: {type(error).__name__}: {error}"
+                    await self._fail(image_id, seq, text[:300])
                     return
                 self.metrics.duration.observe(time.monotonic() - started)
                 return

@@ -215,7 +215,8 @@ class ImageCache:
         The upstream's metadata (`meta`, when the caller already has it) is handed to the
         download, so an image's metadata is asked once. An answer outside the agent's bounds
         (`BadUpstreamAnswer`: a redirect, an unsupported digest, ...) records the image
-        ``failed`` with that reason at once.
+        ``failed`` with that reason at once. A queued or caching record that no download owns
+        any more (`_stale`) is queued afresh, as a failed one is.
         """
         await self._queue(image_id, meta=meta, tee=None)
 
@@ -227,6 +228,14 @@ class ImageCache:
         self._check_room_in_queue(image_id)
         async with self.locks.hold(image_id):
             existing = self.records.get(image_id)
+            if existing is not None and self._stale(existing):
+                log.warning(
+                    "%s was %s with no download: queued afresh",
+                    image_id,
+                    existing.state,
+                    extra={"event": "stale", "image_id": image_id},
+                )
+                existing = images.fail(existing, error="the download ended without an outcome")
             if existing is not None and existing.state != "failed":
                 return False
             self._check_room_in_queue(image_id)
@@ -256,9 +265,15 @@ class ImageCache:
         log.info("queued %s", image_id, extra={"event": "queued", "image_id": image_id})
         return teeing
 
+    def _stale(self, record: ImageRecord) -> bool:
+        """Queued or caching, but no download owns the record (it ended without an outcome)."""
+        return record.state in ("queued", "caching") and not self.pool.owns(
+            record.image_id, record.seq
+        )
+
     def _check_room_in_queue(self, image_id: str) -> None:
         existing = self.records.get(image_id)
-        if existing is not None and existing.state != "failed":
+        if existing is not None and existing.state != "failed" and not self._stale(existing):
             return  # idempotent: already queued, caching or cached
         if self.records.count("queued", "caching") >= self.settings.max_queue:
             raise QueueFull(

@@ -11,6 +11,11 @@ with SHA-NI). The seal records which (`scan.SealFacts`). A resume first re-hashe
 already in ``incomplete/<id>`` — every digest at once, one thread each
 (`hashlib.file_digest`) — and asks the upstream for the rest with ``Range``.
 
+A resume never splices two versions of an image: a new partial records the version it is read
+from (`ByteStream.validator`, kept in ``resume/<id>`` so it survives a restart), a resume hands
+it back (``If-Range``) and the upstream starts over from byte 0 when the image changed. With
+neither a validator nor a digest to catch a splice, a resume starts over instead (`_resume_at`).
+
 Bounds: a body is never read past what it may hold — the upstream's declared size (a longer
 body fails at the first chunk carrying an extra byte, reason ``too_long``), else ``max_size``;
 without a declared size the download's room is reserved as it grows (`reserve`), so the cache
@@ -210,9 +215,7 @@ async def fetch(
     executor when None).
     """
     digests = Digests(meta)
-    offset = resume_from
-    if meta.size is not None and offset > meta.size:
-        offset = 0
+    offset, validator = await _resume_at(store, image_id, meta, resume_from)
     handle: BinaryIO | None = None
     try:
         if offset:
@@ -224,11 +227,13 @@ async def fetch(
                     rehash_pool.shutdown(wait=False)
         grow = _Growth(reserve, max_size) if meta.size is None and reserve is not None else None
         with upstream_errors():
-            async with upstream.open(image_id, offset) as stream:
+            async with upstream.open(image_id, offset, validator=validator) as stream:
                 if stream.offset != offset:  # the upstream ignored Range: start over
                     digests.reset()
                     offset = stream.offset
                 handle = await asyncio.to_thread(store.open_partial, image_id, offset)
+                if offset == 0:  # a new partial: the version its bytes come from
+                    await asyncio.to_thread(store.keep_validator, image_id, stream.validator)
                 done = await _pump(
                     stream.chunks(),
                     handle,
@@ -257,6 +262,22 @@ async def fetch(
     finally:
         if handle is not None:
             await asyncio.shield(asyncio.to_thread(handle.close))
+
+
+async def _resume_at(
+    store: Store, image_id: str, meta: ImageMeta, partial: int
+) -> tuple[int, str | None]:
+    """Where a download starts (the `partial` bytes on disk, or 0) and the validator to send.
+
+    A resume needs something that catches a splice of two versions: the upstream's validator
+    (kept when the partial began) or a digest to verify; with neither it starts over.
+    """
+    if not partial or (meta.size is not None and partial > meta.size):
+        return 0, None
+    validator = await asyncio.to_thread(store.read_validator, image_id)
+    if validator is None and not (meta.checksum or meta.os_hash_value):
+        return 0, None
+    return partial, validator
 
 
 class _Growth:

@@ -5,6 +5,7 @@ Layout under ``cache_dir``::
     images/<id>        complete, verified images (the only files ever served)
     seals/<id>.json    what was verified of images/<id> at commit (see scan.py)
     incomplete/<id>    downloads in progress (resumed from here after a crash)
+    resume/<id>        the upstream's version (validator) incomplete/<id> was read from
     invalid/<id>       downloads that failed verification, kept for inspection (the newest
                        `INVALID_KEEP`, within ``invalid_max_bytes``)
     imagecache.db      the SQLite database (see db.py)
@@ -32,6 +33,7 @@ from imagecache.agent.cache.nofollow import NotRegularFile, open_regular
 from imagecache.core.recovery import INVALID_KEEP, FileFacts, prune_invalid
 
 PROBE_BLOCK = b"\0" * 4096
+VALIDATOR_BYTES = 1024  # a validator file larger than this is no validator
 
 
 class Store:
@@ -42,6 +44,7 @@ class Store:
         self.images = root / "images"
         self.seals = root / "seals"
         self.incomplete = root / "incomplete"
+        self.resume = root / "resume"
         self.invalid = root / "invalid"
         self.database = root / "imagecache.db"
         self.invalid_max_bytes = invalid_max_bytes
@@ -51,7 +54,14 @@ class Store:
         """Their bytes (counted here: they are on the disk, outside ``max_size``)."""
 
     def create(self) -> None:
-        for directory in (self.root, self.images, self.seals, self.incomplete, self.invalid):
+        for directory in (
+            self.root,
+            self.images,
+            self.seals,
+            self.incomplete,
+            self.resume,
+            self.invalid,
+        ):
             directory.mkdir(parents=True, exist_ok=True)
 
     def seal_path(self, image_id: str) -> Path:
@@ -89,6 +99,53 @@ class Store:
             raise
         return handle
 
+    def validator_path(self, image_id: str) -> Path:
+        return self.resume / image_id
+
+    def read_validator(self, image_id: str) -> str | None:
+        """The upstream version the partial file was read from, or None when unknown."""
+        try:
+            fd = os.open(self.validator_path(image_id), os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            return None
+        try:
+            with os.fdopen(fd, "rb") as handle:
+                data = handle.read(VALIDATOR_BYTES + 1)
+        except OSError:
+            return None
+        if not 0 < len(data) <= VALIDATOR_BYTES or not data.isascii():
+            return None
+        text = data.decode("ascii")
+        return text if text.isprintable() else None
+
+    def keep_validator(self, image_id: str, validator: str | None) -> None:
+        """Record the version a new (emptied) partial file is read from, or forget it.
+
+        Called after the partial was emptied and before its first byte: a crash can leave an
+        old validator with new bytes (a resume then starts over), not a new validator with old
+        bytes (journaling filesystems keep the truncation and the rename in order). No fsync:
+        a validator lost in a crash only means no resume.
+        """
+        path = self.validator_path(image_id)
+        if validator is None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            return
+        temporary = path.with_name(path.name + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, validator.encode("ascii"))
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+
+    def prune_validators(self) -> None:
+        """Forget the validators whose partial file is gone (and half-written ones)."""
+        for name in scan.regular_files(self.resume):
+            if not self.partial_path(name).is_file():
+                with contextlib.suppress(FileNotFoundError):
+                    (self.resume / name).unlink()
+
     def read_partial(self, image_id: str) -> io.FileIO:
         """The partial file opened for reading (re-hashing before a resume); as `open_partial`
         for something else in its place."""
@@ -125,11 +182,15 @@ class Store:
         handle.close()
         os.replace(self.partial_path(image_id), self.image_path(image_id))
         _fsync_dir(self.images)
+        with contextlib.suppress(FileNotFoundError):
+            self.validator_path(image_id).unlink()
 
     def reject(self, image_id: str) -> None:
         """Move a partial that failed verification to invalid/ (which stays bounded)."""
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.partial_path(image_id), self.invalid / image_id)
+        with contextlib.suppress(FileNotFoundError):
+            self.validator_path(image_id).unlink()
         self.prune_invalid()
 
     def reject_image(self, image_id: str) -> None:
@@ -160,6 +221,7 @@ class Store:
             (cached, self.image_path(image_id)),
             (cached if seal is None else seal, self.seal_path(image_id)),
             (partial, self.partial_path(image_id)),
+            (partial, self.validator_path(image_id)),
         ):
             if wanted:
                 with contextlib.suppress(FileNotFoundError):

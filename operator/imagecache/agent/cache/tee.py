@@ -163,7 +163,9 @@ class TeeUpstream:
         return await self.upstream.metadata(image_id)
 
     @asynccontextmanager
-    async def open(self, image_id: str, offset: int) -> AsyncIterator[ByteStream]:
+    async def open(
+        self, image_id: str, offset: int, *, validator: str | None = None
+    ) -> AsyncIterator[ByteStream]:
         async with self.upstream.open(image_id, 0) as stream:
             self.tee.started()
 
@@ -174,7 +176,7 @@ class TeeUpstream:
                         await self.tee.offer(self.last)
                     self.last = chunk
 
-            yield ChunkStream(offset=stream.offset, source=source)
+            yield ChunkStream(offset=stream.offset, source=source, validator=stream.validator)
 
     async def close(self) -> None:
         return None

@@ -9,6 +9,9 @@ A download that has to wait for something other than bytes (room under ``max_siz
 its worker back for the wait (`off_duty`): the worker takes the next job, so an image that
 fits is not stuck behind one that does not. When the wait ends the download asks for a worker
 again, ahead of the jobs not yet started, so at most `size` downloads move bytes at once.
+
+`owns(image_id, seq)` tells whether a job for that record is waiting or running, so a record
+no job owns any more can be recognised (and queued again).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncio
 import functools
 import itertools
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
@@ -44,6 +48,7 @@ class WorkerPool:
         self.running: dict[str, asyncio.Task[None]] = {}
         self._on_duty: dict[asyncio.Task[None], asyncio.Future[None]] = {}  # set: worker freed
         self._busy: set[asyncio.Task[Any]] = set()  # workers running a job
+        self._owned: Counter[tuple[str, int]] = Counter()  # jobs submitted and not yet ended
         self._stopping = False
 
     def start(self) -> None:
@@ -54,18 +59,24 @@ class WorkerPool:
         return asyncio.create_task(self._work(), name=f"worker-{number}")
 
     def submit(self, image_id: str, seq: int) -> None:
+        self._owned[(image_id, seq)] += 1
         self._queue.put_nowait((NEW, next(self._order), (image_id, seq)))
 
     def adopt(self, image_id: str, seq: int) -> bool:
         """Run `job(image_id, seq)` now, beside the workers: a read-through download whose
         client is waiting for the bytes (see tee.py). It is a running download like the others
-        for `cancel`, `drain` and `stop`. False (nothing started) while draining."""
+        for `cancel`, `drain`, `stop` and `owns`. False (nothing started) while draining."""
         if self._stopping or image_id in self.running:
             return False
+        self._owned[(image_id, seq)] += 1
         task = asyncio.create_task(self._job(image_id, seq), name=f"download-{image_id}")
         self.running[image_id] = task
-        task.add_done_callback(functools.partial(self._ended, image_id))
+        task.add_done_callback(functools.partial(self._ended, image_id, seq))
         return True
+
+    def owns(self, image_id: str, seq: int) -> bool:
+        """Whether a job for this record is waiting for a worker or running."""
+        return self._owned[(image_id, seq)] > 0
 
     def alive(self) -> bool:
         return (
@@ -131,7 +142,7 @@ class WorkerPool:
                 image_id, seq = item
                 task = asyncio.create_task(self._job(image_id, seq), name=f"download-{image_id}")
                 self.running[image_id] = task
-                task.add_done_callback(functools.partial(self._ended, image_id))
+                task.add_done_callback(functools.partial(self._ended, image_id, seq))
             freed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._on_duty[task] = freed
             self._busy.add(me)
@@ -146,7 +157,11 @@ class WorkerPool:
                 self._busy.discard(me)
                 self._on_duty.pop(task, None)
 
-    def _ended(self, image_id: str, task: asyncio.Task[None]) -> None:
+    def _ended(self, image_id: str, seq: int, task: asyncio.Task[None]) -> None:
+        job = (image_id, seq)
+        self._owned[job] -= 1
+        if self._owned[job] <= 0:
+            del self._owned[job]
         if self.running.get(image_id) is task:
             del self.running[image_id]
         if not task.cancelled() and (error := task.exception()) is not None:

@@ -14,10 +14,13 @@ from imagecache.agent.cache.errors import UnknownImage
 from imagecache.agent.http.appkeys import CACHE
 from imagecache.agent.http.errors import NotFound
 from imagecache.agent.upstream.port import ImageNotFound
+from imagecache.core.ids import is_valid_image_id
 
 
 async def show_image(request: web.Request) -> web.Response:
     image_id = request.match_info["image_id"]
+    if not is_valid_image_id(image_id):  # before any upstream path exists (SPEC §2.3)
+        raise NotFound(f"No image found with ID {image_id}")
     try:
         doc = await request.app[CACHE].image_document(image_id)
     except (ImageNotFound, UnknownImage) as error:

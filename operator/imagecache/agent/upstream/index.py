@@ -11,6 +11,10 @@ implementations, one per kind of upstream:
 - `HttpImageIndex`: a plain HTTP server cannot list, so `show` answers from ``HEAD`` and
   `index` only finds an image named by an ``id`` or ``name`` filter (its name is its id).
 
+Ids are checked before any path is built (`GlanceUpstream.image_path`: UUIDs only, quoted as one
+segment); sidecars are read by `file.read_sidecar`, so a sidecar outside the one JSON rule
+(`documents.load_document`) is the same `BadUpstreamAnswer` here as for a download.
+
 Errors: `upstreams.ImageNotFound` (404), `InvalidQuery` (400), and the upstream's
 `TransientUpstreamError`/`UpstreamError` (503), mapped in `images_api`.
 """
@@ -63,6 +67,8 @@ class ImageIndex(Protocol):
 class GlanceApi(Protocol):
     """What `GlanceImageIndex` needs from the Glance upstream: an authenticated JSON GET."""
 
+    def image_path(self, image_id: str) -> str: ...
+
     async def get_json(self, path: str, query: Query = ()) -> tuple[int, Any]: ...
 
 
@@ -73,7 +79,7 @@ class GlanceImageIndex:
         self.glance = glance
 
     async def show(self, image_id: str) -> Document:
-        status, doc = await self.glance.get_json(f"/v2/images/{image_id}")
+        status, doc = await self.glance.get_json(self.glance.image_path(image_id))
         return _document(status, doc, image_id)
 
     async def index(self, query: Query) -> Document:
@@ -153,7 +159,9 @@ def read_file_image(directory: Path, image_id: str) -> Document | None:
         return None
     if not S_ISREG(stat.st_mode):
         return None
-    return file_image(image_id, size=stat.st_size, modified=stat.st_mtime, sidecar=_sidecar(path))
+    return file_image(
+        image_id, size=stat.st_size, modified=stat.st_mtime, sidecar=read_sidecar(path)
+    )
 
 
 def read_file_images(directory: Path) -> list[Document]:
@@ -174,12 +182,6 @@ def read_file_images(directory: Path) -> list[Document]:
         if doc is not None:
             docs.append(doc)
     return docs
-
-
-def _sidecar(path: Path) -> dict[str, Any]:
-    """The image's sidecar fields, read as the file upstream reads them (`read_sidecar`); an
-    unusable sidecar raises `BadUpstreamAnswer` here too (a 502 for ``GET /v2/images/{id}``)."""
-    return read_sidecar(path)
 
 
 # --- pure: documents and listings -------------------------------------------------------------
