@@ -6,7 +6,8 @@ plus the chart-owned values (and that the agent's own settings object accepts it
 the imagecache.dev/port annotation; emptyDir, hostPath (an existing Directory) and per-pod PVC
 caches; OpenStack values (auth, cloud, a read-only clouds.yaml Secret); the generated token Secret
 versus an existing one; the headless Service; the NetworkPolicy admitting only the operator and
-declared consumers.
+declared consumers; examples/values-kind.yaml (as the kind e2e installs it) wiring the per-pod
+credentials end to end.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 
 from tests.chart.conftest import (
     NAMESPACE,
+    REPO,
     Manifest,
     Rendering,
     containers,
@@ -95,6 +97,9 @@ def test_daemonset_agent(render: Callable[..., Rendering]) -> None:
         "IMAGECACHE_LOG_FORMAT": "json",
         "IMAGECACHE_LOG_LEVEL": "info",
         "IMAGECACHE_DRAIN_TIMEOUT": "25",
+        "IMAGECACHE_ROOM_WAIT_TIMEOUT": "600",
+        "IMAGECACHE_SERVE_IDLE_TIMEOUT": "60",
+        "IMAGECACHE_KEYSTONE_TIMEOUT": "10",
     }
     downward = {e["name"]: e["valueFrom"] for e in container["env"] if "valueFrom" in e}
     assert downward == {
@@ -178,6 +183,8 @@ def test_agent_env_is_accepted_by_agent_settings(
         assert settings.port == 9292
         assert settings.host == ("0.0.0.0" if value_set == "ipv4-only" else "::")
         assert settings.token_file is not None and str(settings.token_file) == TOKEN_PATH
+        bounds = (settings.room_wait_timeout, settings.serve_idle_timeout)
+        assert bounds == (600.0, 60.0) and settings.keystone_timeout == 10.0
 
 
 @pytest.mark.parametrize(
@@ -207,6 +214,9 @@ def test_every_agent_setting_is_rendered_from_the_one_map(
         "logLevel": "debug",
         "drainTimeout": 10,
         "keystoneRoles": "",
+        "roomWaitTimeout": 120.5,
+        "serveIdleTimeout": 30,
+        "keystoneTimeout": 300,
     }
     values = {**VALUE_SETS["agent-daemonset"], "agent.settings": settings}
     env = env_of(agent_container(render(values)))
@@ -219,6 +229,9 @@ def test_every_agent_setting_is_rendered_from_the_one_map(
         "IMAGECACHE_LOG_FORMAT": "text",
         "IMAGECACHE_LOG_LEVEL": "debug",
         "IMAGECACHE_DRAIN_TIMEOUT": "10",
+        "IMAGECACHE_ROOM_WAIT_TIMEOUT": "120.5",
+        "IMAGECACHE_SERVE_IDLE_TIMEOUT": "30",
+        "IMAGECACHE_KEYSTONE_TIMEOUT": "300",
     }
     assert {k: v for k, v in env.items() if k in rendered} == rendered
     assert "IMAGECACHE_KEYSTONE_ROLES" not in env, "an empty string keeps the agent default"
@@ -232,6 +245,48 @@ def test_every_agent_setting_is_rendered_from_the_one_map(
         "IMAGECACHE_MAX_SIZE",
     }
     assert set(env) == set(rendered) | chart_owned
+
+
+def test_kind_values_wire_per_pod_credentials(render: Callable[..., Rendering]) -> None:
+    """examples/values-kind.yaml as tests/e2e installs it: every piece per-pod tokens need."""
+    values = {"watchNamespaces": [NAMESPACE], "agent.upstream.url": HTTP_UPSTREAM}
+    rendering = render(values, files=[REPO / "examples" / "values-kind.yaml"])
+    operator_sa = "ic-imagecache-operator"
+    (operator,) = rendering.one("Deployment", operator_sa)["spec"]["template"]["spec"]["containers"]
+    operator_env = env_of(operator)
+    assert operator_env["IMAGECACHE_OPERATOR_AGENT_AUTH"] == "kubernetes"
+    assert operator_env["IMAGECACHE_OPERATOR_SERVICE_ACCOUNT"] == operator_sa
+    tokens = rendering.one("Role", f"{operator_sa}-agent-tokens")
+    assert tokens["metadata"]["namespace"] == NAMESPACE
+    assert tokens["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["serviceaccounts/token"],
+            "resourceNames": [operator_sa],
+            "verbs": ["create"],
+        }
+    ]
+    binding = rendering.one("RoleBinding", f"{operator_sa}-agent-tokens")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": operator_sa, "namespace": NAMESPACE}
+    ]
+    review = rendering.one("ClusterRoleBinding", f"{AGENT}-token-review")
+    assert review["subjects"] == [{"kind": "ServiceAccount", "name": AGENT, "namespace": NAMESPACE}]
+    assert rendering.one("ClusterRole", review["roleRef"]["name"])["rules"][0]["resources"] == [
+        "tokenreviews"
+    ]
+    workload = agent_workload(rendering)
+    assert workload["kind"] == "StatefulSet"
+    assert workload["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+    container = agent_container(rendering)
+    env = env_of(container)
+    assert env["IMAGECACHE_AUTH"] == "kubernetes"
+    assert env["IMAGECACHE_OPERATOR_SERVICE_ACCOUNT"] == (
+        f"system:serviceaccount:{NAMESPACE}:{operator_sa}"
+    )
+    assert env["IMAGECACHE_TOKEN_FILE"] == TOKEN_PATH, "the e2e probes use the shared token"
+    downward = {e["name"]: e["valueFrom"] for e in container["env"] if "valueFrom" in e}
+    assert downward["IMAGECACHE_POD_UID"] == {"fieldRef": {"fieldPath": "metadata.uid"}}
 
 
 def test_openstack_keystone_agent(render: Callable[..., Rendering]) -> None:

@@ -112,8 +112,32 @@ def _percent(*, done: int | None, total: int | None, reported: float | None) -> 
     return None
 
 
+def room_needed(entry: Mapping[str, Any]) -> int | None:
+    """Bytes the agent still has to free when it reports the download waiting for room under
+    its ``max_size`` (``waiting_for_room``, ``bytes_needed``); None otherwise or when the two
+    fields are not what the wire contract says (a bool and a non-negative integer)."""
+    needed = entry.get("bytes_needed")
+    if entry.get("waiting_for_room") is not True:
+        return None
+    if not isinstance(needed, int) or isinstance(needed, bool) or needed < 0:
+        return None
+    return needed
+
+
+def _room_message(needed: int, pod_name: str) -> str:
+    return (
+        f"waiting on {pod_name} for room under the agent's max_size: {format_size(needed)} "
+        "more needed, held by images being served or by other downloads (NoRoom after the "
+        "agent's room_wait_timeout)"
+    )
+
+
 def state_from_image(*, entry: ImageReport, pod_name: str) -> TargetState:
-    """Map the agent's per-image report to a target state (``absent`` maps to ``Pending``)."""
+    """Map the agent's per-image report to a target state (``absent`` maps to ``Pending``).
+
+    A download the agent reports waiting for room keeps its phase (``Queued`` or ``Caching``)
+    with reason ``WaitingForRoom`` and the bytes needed in its message.
+    """
     size = entry.get("size")
     done = entry.get("bytes")
     common: dict[str, Any] = {
@@ -124,6 +148,7 @@ def state_from_image(*, entry: ImageReport, pod_name: str) -> TargetState:
         "cached_at": entry.get("cached_at"),
     }
     state = entry.get("state", "absent")
+    needed = room_needed(entry) if state in ("queued", "caching") else None
     if state == "cached":
         return TargetState(
             phase="Cached",
@@ -139,8 +164,8 @@ def state_from_image(*, entry: ImageReport, pod_name: str) -> TargetState:
         message = f"{format_size(done)} of {format_size(size)}" if size else f"{format_size(done)}"
         return TargetState(
             phase="Caching",
-            reason="Downloading",
-            message=message,
+            reason="Downloading" if needed is None else "WaitingForRoom",
+            message=message if needed is None else f"{message}; {_room_message(needed, pod_name)}",
             bytes=done,
             percent=percent,
             queue_position=0,
@@ -151,8 +176,10 @@ def state_from_image(*, entry: ImageReport, pod_name: str) -> TargetState:
         where = f" at position {position}" if position is not None else ""
         return TargetState(
             phase="Queued",
-            reason="Queued",
-            message=f"queued on {pod_name}{where}",
+            reason="Queued" if needed is None else "WaitingForRoom",
+            message=f"queued on {pod_name}{where}"
+            if needed is None
+            else _room_message(needed, pod_name),
             bytes=0 if size else None,
             percent=0 if size else None,
             queue_position=position,
