@@ -88,7 +88,7 @@ def retry_later(record: ImageRecord, *, error: str) -> ImageRecord:
     return replace(record, error=error)
 
 
-def finish(record: ImageRecord, *, size: int, checksum: str, now: float) -> ImageRecord:
+def finish(record: ImageRecord, *, size: int, checksum: str | None, now: float) -> ImageRecord:
     """The image is verified and in place."""
     return replace(
         record,

@@ -34,6 +34,7 @@ from imagecache.agent.cache.fetching import (
     PermanentFetchError,
     TransientFetchError,
     fetch,
+    hashing_pool,
     upstream_errors,
 )
 from imagecache.agent.cache.locks import IdLocks
@@ -47,6 +48,7 @@ from imagecache.agent.cache.peer_fill import (
 from imagecache.agent.cache.pins import Pins
 from imagecache.agent.cache.room import OnWait, Room
 from imagecache.agent.cache.store import Store
+from imagecache.agent.cache.tee import Tee, TeeUpstream
 from imagecache.agent.metrics import AgentMetrics
 from imagecache.agent.settings import AgentSettings
 from imagecache.agent.upstream.port import ImageMeta, Upstream
@@ -104,14 +106,25 @@ class Downloader:
         self.off_duty = off_duty
         self._handed: dict[tuple[str, int], ImageMeta] = {}
         self._grants: dict[tuple[str, int], PeerGrant] = {}
+        self._tees: dict[tuple[str, int], Tee] = {}
+        self.hashing = hashing_pool()
+        """Threads for digests, shared by every download (sized by cores, not workers)."""
 
-    def hand_over(self, image_id: str, seq: int, meta: ImageMeta) -> None:
+    def close(self) -> None:
+        """Stop the hashing threads (after the downloads stopped)."""
+        self.hashing.shutdown(wait=False, cancel_futures=True)
+
+    def hand_over(self, image_id: str, seq: int, meta: ImageMeta, tee: Tee | None = None) -> None:
         """The metadata the `PUT` just read, for this download's first attempt.
 
         Later attempts (after a transient failure) and downloads resumed after a restart ask
-        the upstream again: the image may have changed upstream meanwhile.
+        the upstream again: the image may have changed upstream meanwhile. With `tee` (a
+        read-through client waiting), the first attempt hands its chunks on to that client
+        (see tee.py); later attempts do not.
         """
         self._handed[(image_id, seq)] = meta
+        if tee is not None:
+            self._tees[(image_id, seq)] = tee
 
     def grant_peer(self, image_id: str, seq: int, grant: PeerGrant) -> None:
         """The peer a `PUT` named and the credential to present to it (memory only)."""
@@ -179,8 +192,23 @@ class Downloader:
             self.room.release(image_id)  # no other download of this id runs meanwhile
             self._handed.pop((image_id, seq), None)
             self._grants.pop((image_id, seq), None)
+            tee = self._tees.pop((image_id, seq), None)
+            if tee is not None:  # never attempted (superseded): the client streams on its own
+                tee.detach()
 
     async def _attempt(self, record: ImageRecord) -> None:
+        tee = self._tees.pop((record.image_id, record.seq), None)
+        if tee is None:
+            await self._attempt_with(record, None)
+            return
+        try:
+            await self._attempt_with(record, tee)
+        except BaseException as error:
+            tee.finish(error)
+            raise
+
+    async def _attempt_with(self, record: ImageRecord, tee: Tee | None) -> None:
+        """One attempt; with `tee`, a read-through client takes the bytes along."""
         image_id, seq = record.image_id, record.seq
         meta = self._handed.pop((image_id, seq), None)
         if meta is None:
@@ -190,6 +218,9 @@ class Downloader:
             raise PermanentFetchError(
                 f"image is not active upstream (status {meta.status!r})", reason="not_active"
             )
+        if tee is not None and (meta.size is None or not self.room.fits_now(image_id, meta.size)):
+            tee.detach()  # the client does not wait for room: it streams on its own
+            tee = None
         if meta.size is not None:
             try:
                 await self.room.reserve(image_id, meta.size, on_wait=self.off_duty)
@@ -199,7 +230,10 @@ class Downloader:
                 raise PermanentFetchError(f"NoRoom: {error}", reason="no_room") from error
         if self.current(image_id, seq) is None:
             raise Superseded(image_id)
-        resumed = await asyncio.to_thread(self.store.partial_size, image_id)
+        # A client reading along needs every byte from the first: no resume then.
+        resumed = (
+            0 if tee is not None else await asyncio.to_thread(self.store.partial_size, image_id)
+        )
         self._update(
             image_id,
             seq,
@@ -233,12 +267,16 @@ class Downloader:
             except NoRoom as error:
                 raise TransientFetchError(f"NoRoom: {error}", reason="no_room") from error
 
+        source = TeeUpstream(self.upstream, tee) if tee is not None else None
+
         async def commit(handle: BinaryIO, fetched: Fetched) -> None:
             await to_completion(self._commit(image_id, seq, handle, fetched))
+            if tee is not None and source is not None:  # verified and committed: the last chunk
+                tee.finish(last=source.last)
 
-        async def download(source: Upstream, resume_from: int) -> Fetched:
+        async def download(origin: Upstream, resume_from: int) -> Fetched:
             return await fetch(
-                upstream=source,
+                upstream=origin,
                 store=self.store,
                 image_id=image_id,
                 meta=meta,
@@ -247,6 +285,7 @@ class Downloader:
                 resume_from=resume_from,
                 commit=commit,
                 reserve=reserve,
+                hashing=self.hashing,
             )
 
         if record.source is not None:  # fleet fill: a peer first, the upstream on any failure
@@ -261,13 +300,13 @@ class Downloader:
                 await fill_from_peer(
                     grant,
                     stall_timeout=self.settings.stall_timeout,
-                    download=lambda source: download(source, resumed),
+                    download=lambda peer: download(peer, resumed),
                 )
                 return
             except PeerFailed as failure:
                 await self._fall_back(image_id, seq, failure)
             counter[0], last[0], resumed = self.metrics.downloaded, 0, 0
-        await download(self.upstream, resumed)
+        await download(source or self.upstream, resumed)
 
     async def _fall_back(self, image_id: str, seq: int, failure: PeerFailed) -> None:
         """The peer is out for this download: recorded (with why), counted, and forgotten."""
@@ -290,7 +329,7 @@ class Downloader:
         async with self.locks.hold(image_id):
             if self.current(image_id, seq) is None:
                 raise Superseded(image_id)
-            await asyncio.to_thread(self._commit_file, image_id, handle, fetched.md5)
+            await asyncio.to_thread(self._commit_file, image_id, handle, fetched)
             self.pins.reclaim(image_id)  # a doomed file of the same id was just replaced
             finished = images.finish(
                 self.records[image_id], size=fetched.size, checksum=fetched.md5, now=time.time()
@@ -306,10 +345,11 @@ class Downloader:
             extra={"event": "cached", "image_id": image_id},
         )
 
-    def _commit_file(self, image_id: str, handle: BinaryIO, md5: str) -> None:
-        """Rename only the file that was written and hashed (same inode), never another."""
+    def _commit_file(self, image_id: str, handle: BinaryIO, fetched: Fetched) -> None:
+        """Rename only the file that was written and hashed (same inode), never another (nor a
+        link to it: ``lstat``)."""
         try:
-            on_disk = os.stat(self.store.partial_path(image_id))
+            on_disk = os.lstat(self.store.partial_path(image_id))
         except FileNotFoundError as error:
             raise TransientFetchError(
                 "partial file vanished before commit", reason="partial_vanished"
@@ -319,7 +359,7 @@ class Downloader:
             raise TransientFetchError(
                 "partial file was replaced before commit", reason="partial_replaced"
             )
-        self.store.commit(image_id, handle, md5=md5)
+        self.store.commit(image_id, handle, seal=fetched.seal)
 
     def _update(self, image_id: str, seq: int, change: Callable[[ImageRecord], Any]) -> None:
         record = self.current(image_id, seq)

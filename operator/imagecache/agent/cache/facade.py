@@ -1,7 +1,7 @@
 """`ImageCache`: the agent's service facade — what the views and the app lifecycle call.
 
 Lifecycle (`open`, `drain`, `close`, `readiness`), the Glance cache API (`queue`, `delete`,
-`clear`, `listing`, `report`), serving (`pin`, `read_through`, `open_upstream`) and upkeep
+`clear`, `listing`, `report`), serving (`open_cached`, `pin`, `read_through`) and upkeep
 (`prune`, `clean`, `holds`, `check_upstream`) and the upstream's image documents
 (`image_document`, `image_documents`). It raises the cache's own errors (`cache.errors`) and
 lets the upstream's (`upstream.port.UpstreamError`) through; the HTTP layer maps both. The work
@@ -20,10 +20,13 @@ pure functions of `imagecache.core.images`.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
+import os
 import time
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,6 +40,7 @@ from imagecache.agent.cache.pins import Pins
 from imagecache.agent.cache.recovery import open_and_repair
 from imagecache.agent.cache.room import Room
 from imagecache.agent.cache.store import Store
+from imagecache.agent.cache.tee import Detached, Tee
 from imagecache.agent.cache.workers import WorkerPool
 from imagecache.agent.metrics import AgentMetrics
 from imagecache.agent.settings import AgentSettings
@@ -44,6 +48,7 @@ from imagecache.agent.upstream.index import Document, ImageIndex, Query, make_im
 from imagecache.agent.upstream.port import (
     BadUpstreamAnswer,
     ByteStream,
+    ChunkStream,
     ImageMeta,
     ImageNotFound,
     Upstream,
@@ -67,6 +72,33 @@ CLEARED: dict[ClearTarget, tuple[State, ...]] = {
 }
 QUEUE_FULL_RETRY_AFTER = 30  # seconds; a full queue drains at download speed, not instantly
 CLOSE_STEP_TIMEOUT = 40.0  # seconds each step of `close` may take (the database: 30 + 5)
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    """A cached image opened for serving: a regular file of the recorded size, opened without
+    following links. `release` (once sent) closes it and releases the pin."""
+
+    handle: io.FileIO
+    size: int
+    mtime_ns: int
+    checksum: str | None
+    unpin: Callable[[], None]
+
+    def release(self) -> None:
+        try:
+            self.handle.close()
+        finally:
+            self.unpin()
+
+
+@dataclass(frozen=True)
+class ReadThrough:
+    """A miss served from the upstream: its metadata, and its bytes from the first (`open`:
+    the download's own stream when it reads along, see tee.py, else a stream of its own)."""
+
+    meta: ImageMeta
+    open: Callable[[], AbstractAsyncContextManager[ByteStream]]
 
 
 class ImageCache:
@@ -150,6 +182,7 @@ class ImageCache:
         timed out (logged), so nothing is left open."""
         steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
             ("the workers", self.pool.stop),
+            ("the hashing threads", self._stop_hashing),
             ("file removals", self._finish_removals),
             ("the database", self.db.close),
             ("the upstream", self.upstream.close),
@@ -160,6 +193,9 @@ class ImageCache:
                     await step()
             except Exception:
                 log.exception("closing %s failed; closing the rest", name)
+
+    async def _stop_hashing(self) -> None:
+        self.downloader.close()
 
     async def _finish_removals(self) -> None:
         if self._removals:
@@ -189,6 +225,18 @@ class ImageCache:
         ``failed`` with that reason at once. A queued or caching record that no download owns
         any more (`_stale`) is queued afresh, as a failed one is.
         """
+        await self._queue(image_id, meta=meta, peer=peer, tee=None)
+
+    async def _queue(
+        self,
+        image_id: str,
+        *,
+        meta: ImageMeta | None,
+        peer: PeerGrant | None = None,
+        tee: Tee | None,
+    ) -> bool:
+        """`queue`; with `tee`, a new download starts at once beside the workers and hands its
+        bytes on to it. Whether it did (False: the image was already known, or draining)."""
         if not is_valid_image_id(image_id):
             raise UnknownImage(f"No image with id {image_id!r}")
         self._check_room_in_queue(image_id)
@@ -203,13 +251,13 @@ class ImageCache:
                 )
                 existing = images.fail(existing, error="the download ended without an outcome")
             if existing is not None and existing.state != "failed":
-                return
+                return False
             self._check_room_in_queue(image_id)
             try:
                 meta = meta or await self._metadata(image_id)
             except BadUpstreamAnswer as error:
                 await self._refuse(existing, image_id, error)
-                return
+                return False
             if meta.status != "active":
                 raise ImageNotActive(f"Image {image_id} is not active (status {meta.status!r})")
             self._seq += 1
@@ -221,15 +269,23 @@ class ImageCache:
                 source=peer.url if peer is not None else None,
             )
             if record is None:
-                return
+                return False
             record = images.progress(record, done=0)
             await self.db.save(record)
             self.records[image_id] = record
-            self.downloader.hand_over(image_id, record.seq, meta)
+            teeing = (
+                tee is not None
+                and meta.size is not None
+                and self.room.fits_now(image_id, meta.size)  # the client never waits for room
+                and self.pool.adopt(image_id, record.seq)
+            )
+            self.downloader.hand_over(image_id, record.seq, meta, tee if teeing else None)
             if peer is not None:
                 self.downloader.grant_peer(image_id, record.seq, peer)
-            self.pool.submit(image_id, record.seq)
+            if not teeing:
+                self.pool.submit(image_id, record.seq)
         log.info("queued %s", image_id, extra={"event": "queued", "image_id": image_id})
+        return teeing
 
     def _stale(self, record: ImageRecord) -> bool:
         """Queued or caching, but no download owns the record (it ended without an outcome)."""
@@ -400,26 +456,99 @@ class ImageCache:
             self.metrics.hits.inc()
         return self.store.image_path(image_id), record, release
 
+    async def open_cached(self, image_id: str, *, read: bool = True) -> CachedFile | None:
+        """A cached image opened and pinned for serving, or None when it is not cached.
+
+        The file is opened with ``O_NOFOLLOW`` and must be a regular file of the recorded size:
+        anything else (a symlink swapped in, a truncated or replaced file) is never served; the
+        image is dropped from the cache (the link itself unlinked, never its target) and the
+        request is answered as a miss.
+        """
+        found = self.pin(image_id, read=False)
+        if found is None:
+            if read:
+                self.metrics.misses.inc()
+            return None
+        _, record, unpin = found
+        try:
+            handle = await asyncio.to_thread(self.store.open_image, image_id)
+        except OSError as error:
+            unpin()
+            await self._drop_broken(image_id, f"cannot be served: {error}", read=read)
+            return None
+        info = os.fstat(handle.fileno())
+        if info.st_size != record.size:
+            handle.close()
+            unpin()
+            await self._drop_broken(
+                image_id, f"holds {info.st_size} bytes, not {record.size}", read=read
+            )
+            return None
+        if read:
+            record = images.hit(record, now=time.time())
+            self.records[image_id] = record
+            self.db.save_soon(record)
+            self.metrics.hits.inc()
+        return CachedFile(
+            handle=handle,
+            size=info.st_size,
+            mtime_ns=info.st_mtime_ns,
+            checksum=record.checksum,
+            unpin=unpin,
+        )
+
+    async def _drop_broken(self, image_id: str, problem: str, *, read: bool) -> None:
+        """A cached image whose file is not what was committed: out of the cache."""
+        log.warning(
+            "cached file of %s %s; dropping it from the cache",
+            image_id,
+            problem,
+            extra={"event": "broken_file", "image_id": image_id},
+        )
+        if read:
+            self.metrics.misses.inc()
+        async with self.locks.hold(image_id):
+            record = self.records.get(image_id)
+            if record is not None and record.state == "cached":
+                await to_completion(self._remove([image_id]))
+
     def pinned(self) -> frozenset[str]:
         """The images being served right now (never evicted)."""
         return self.pins.pinned()
 
-    async def read_through(self, image_id: str, *, read: bool = True) -> ImageMeta:
-        """A miss: metadata for streaming from upstream; a `read` (GET, not HEAD) also queues
-        the image when `cache_on_read`."""
+    async def read_through(self, image_id: str, *, read: bool = True) -> ReadThrough:
+        """A miss: metadata and bytes streamed from the upstream. A `read` (GET, not HEAD)
+        with ``cache_on_read`` also caches the image, from the same upstream stream when the
+        image is new here, its size known and its room free now (see tee.py)."""
         meta = await self._metadata(image_id)
         if meta.status != "active":
             raise UnknownImage(f"Image {image_id} has no data (status {meta.status!r})")
-        if read and self.settings.cache_on_read:
-            try:
-                await self.queue(image_id, meta=meta)
-            except (CacheError, UpstreamError) as error:
-                log.warning("read-through queue of %s failed: %s", image_id, error)
-        return meta
+        direct = ReadThrough(meta=meta, open=lambda: self.upstream.open(image_id, 0))
+        if not (read and self.settings.cache_on_read):
+            return direct
+        tee = Tee(client_timeout=self.settings.stall_timeout)
+        try:
+            teeing = await self._queue(image_id, meta=meta, tee=tee)
+        except (CacheError, UpstreamError) as error:
+            log.warning("read-through queue of %s failed: %s", image_id, error)
+            return direct
+        if not teeing:
+            return direct
+        return ReadThrough(meta=meta, open=lambda: self._read_along(image_id, tee))
 
-    def open_upstream(self, image_id: str) -> AbstractAsyncContextManager[ByteStream]:
-        """The image's bytes from the upstream, for a read-through `GET`."""
-        return self.upstream.open(image_id, 0)
+    @asynccontextmanager
+    async def _read_along(self, image_id: str, tee: Tee) -> AsyncIterator[ByteStream]:
+        """The bytes of the download the client reads along with (or, `Detached`, its own)."""
+        try:
+            await tee.wait_started()
+        except Detached:
+            async with self.upstream.open(image_id, 0) as stream:
+                yield stream
+            return
+        try:
+            yield ChunkStream(offset=0, source=tee.chunks)
+        finally:
+            tee.leave()
 
     # --- upkeep (Glance 33's prune, clean, nodes) ------------------------------------------
     def holds(self, image_id: str) -> bool:

@@ -158,6 +158,27 @@ class Room:
             log.info("evicting %s", ", ".join(victims), extra={"event": "evicted"})
             await self._evict(victims)
 
+    def fits_now(self, image_id: str, size: int) -> bool:
+        """Whether `reserve(image_id, size)` would succeed without waiting (evicting LRU
+        images as needed); a read-through download with its client waiting asks this first."""
+        if size > self.max_size:
+            return False
+        try:
+            choose_victims(
+                cached=(
+                    Candidate(r.image_id, r.size or 0, r.last_accessed or 0.0)
+                    for r in self._records.in_state("cached")
+                    if not self._locks.held(r.image_id)
+                ),
+                pinned=self._pins.pinned(),
+                used=self.used(excluding=image_id),
+                incoming=size,
+                max_size=self.max_size,
+            )
+        except DoesNotFit:
+            return False
+        return True
+
     def release(self, image_id: str, *, notify: bool = True) -> None:
         """The reservation of `image_id` ends (committed, failed, cancelled or deleted)."""
         size = self._reserved.pop(image_id, None)

@@ -10,20 +10,26 @@ Layout under ``cache_dir``::
                        `INVALID_KEEP`, within ``invalid_max_bytes``)
     imagecache.db      the SQLite database (see db.py)
 
+Every file the agent reads, serves or writes here is opened through `nofollow.open_regular`
+(``O_NOFOLLOW``, regular files only): a symlink swapped in while the agent runs is refused,
+never followed. Renames and unlinks act on the directory entry itself, never on a link's target.
+
 Every method here blocks (file I/O); callers run them in a worker thread.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
+import stat
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 from imagecache.agent.cache import scan
+from imagecache.agent.cache.nofollow import NotRegularFile, open_regular
 from imagecache.core.recovery import INVALID_KEEP, FileFacts, prune_invalid
 
 PROBE_BLOCK = b"\0" * 4096
@@ -68,17 +74,29 @@ class Store:
         return self.incomplete / image_id
 
     def partial_size(self, image_id: str) -> int:
+        """Bytes in the partial file (0 when missing or not a regular file)."""
         try:
-            return self.partial_path(image_id).stat().st_size
+            info = self.partial_path(image_id).lstat()
         except OSError:
             return 0
+        return info.st_size if stat.S_ISREG(info.st_mode) else 0
 
     def open_partial(self, image_id: str, keep: int) -> BinaryIO:
-        """The partial file opened for appending after its first `keep` bytes."""
+        """The partial file (created if missing) opened for writing after its first `keep`
+        bytes. Something else in its place (a symlink, a fifo) is unlinked, never written
+        through, and `NotRegularFile` raised: the next attempt starts afresh."""
         path = self.partial_path(image_id)
-        handle = path.open("ab" if path.exists() else "wb", buffering=0)
-        handle.truncate(keep)
-        handle.seek(keep)
+        try:
+            handle = open_regular(path, os.O_WRONLY | os.O_CREAT)
+        except NotRegularFile:
+            self._unlink_stray(path)
+            raise
+        try:
+            handle.truncate(keep)
+            handle.seek(keep)
+        except BaseException:
+            handle.close()
+            raise
         return handle
 
     def validator_path(self, image_id: str) -> Path:
@@ -128,22 +146,38 @@ class Store:
                 with contextlib.suppress(FileNotFoundError):
                     (self.resume / name).unlink()
 
-    def read_partial(self, image_id: str, chunk_size: int) -> Iterator[bytes]:
-        """The bytes already downloaded, for re-hashing before a resume."""
-        with self.partial_path(image_id).open("rb", buffering=0) as handle:
-            while chunk := handle.read(chunk_size):
-                yield chunk
+    def read_partial(self, image_id: str) -> io.FileIO:
+        """The partial file opened for reading (re-hashing before a resume); as `open_partial`
+        for something else in its place."""
+        path = self.partial_path(image_id)
+        try:
+            return open_regular(path)
+        except NotRegularFile:
+            self._unlink_stray(path)
+            raise
 
-    def commit(self, image_id: str, handle: BinaryIO, *, md5: str | None = None) -> None:
-        """fsync the partial file, seal it (with `md5`), rename it into images/, fsync.
+    @staticmethod
+    def _unlink_stray(path: Path) -> None:
+        """Remove a non-regular entry (the link itself; a directory is left for the scan)."""
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+    def open_image(self, image_id: str) -> io.FileIO:
+        """A cached image opened for serving; `NotRegularFile` when it is not a regular file."""
+        return open_regular(self.image_path(image_id))
+
+    def commit(
+        self, image_id: str, handle: BinaryIO, *, seal: scan.SealFacts | None = None
+    ) -> None:
+        """fsync the partial file, seal it (with `seal`'s digest), rename it into images/, fsync.
 
         The seal is written before the rename: a crash in between leaves a sealed image that
         the next start adopts, never an image that claims more than was verified.
         """
         os.fsync(handle.fileno())
-        if md5 is not None:
+        if seal is not None:
             scan.write_seal(
-                self.seal_path(image_id), os.fstat(handle.fileno()), md5=md5, now=time.time()
+                self.seal_path(image_id), os.fstat(handle.fileno()), seal, now=time.time()
             )
         handle.close()
         os.replace(self.partial_path(image_id), self.image_path(image_id))

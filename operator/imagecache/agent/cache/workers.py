@@ -62,6 +62,18 @@ class WorkerPool:
         self._owned[(image_id, seq)] += 1
         self._queue.put_nowait((NEW, next(self._order), (image_id, seq)))
 
+    def adopt(self, image_id: str, seq: int) -> bool:
+        """Run `job(image_id, seq)` now, beside the workers: a read-through download whose
+        client is waiting for the bytes (see tee.py). It is a running download like the others
+        for `cancel`, `drain`, `stop` and `owns`. False (nothing started) while draining."""
+        if self._stopping or image_id in self.running:
+            return False
+        self._owned[(image_id, seq)] += 1
+        task = asyncio.create_task(self._job(image_id, seq), name=f"download-{image_id}")
+        self.running[image_id] = task
+        task.add_done_callback(functools.partial(self._ended, image_id, seq))
+        return True
+
     def owns(self, image_id: str, seq: int) -> bool:
         """Whether a job for this record is waiting for a worker or running."""
         return self._owned[(image_id, seq)] > 0

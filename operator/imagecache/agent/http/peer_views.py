@@ -14,23 +14,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
-from pathlib import Path
 
 from aiohttp import web
 
+from imagecache.agent.cache.facade import CachedFile
 from imagecache.agent.cache.peer_fill import PeerGrant
 from imagecache.agent.http.appkeys import METRICS, SETTINGS
 from imagecache.agent.http.auth import presented_token
 from imagecache.agent.http.errors import BadRequest, Forbidden, NotFound, PeerReadsBusy
 from imagecache.agent.http.middlewares import PRINCIPAL
 from imagecache.agent.peer_policy import SOURCE_HEADER, PeerRefused, check_peer
-from imagecache.core.images import ImageRecord
 from imagecache.core.wire import SOURCE_TOKEN_HEADER
 
 PEER_BUSY_RETRY_AFTER = 1  # seconds; the asking agent falls back to the upstream meanwhile
-
-Found = tuple[Path, ImageRecord, Callable[[], None]]
 
 
 class PeerSlots:
@@ -87,23 +85,23 @@ def _credential(request: web.Request) -> dict[str, str]:
     return {"Authorization": request.headers["Authorization"].strip()}
 
 
-def admit_peer_read(request: web.Request, found: Found | None) -> Found:
+def admit_peer_read(request: web.Request, served: CachedFile | None) -> CachedFile:
     """A peer read of a pinned cached image, its release also freeing the transfer slot."""
     image_id = request.match_info["image_id"]
-    if found is None:
+    if served is None:
         raise NotFound(f"Image {image_id} is not cached here (a peer read never reads through)")
-    path, record, unpin = found
     free = request.app[PEER_SLOTS].take()
     if free is None:
-        unpin()
+        served.release()
         request.app[METRICS].peer_busy.inc()
         raise PeerReadsBusy(
             f"{request.app[PEER_SLOTS].limit} peer transfers already run; try another source",
             retry_after=PEER_BUSY_RETRY_AFTER,
         )
+    unpin = served.unpin
 
     def release() -> None:
         free()
         unpin()
 
-    return path, record, release
+    return dataclasses.replace(served, unpin=release)

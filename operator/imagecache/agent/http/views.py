@@ -7,21 +7,19 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from imagecache.agent.cache.facade import ClearTarget
 from imagecache.agent.http.appkeys import CACHE, METRICS, SETTINGS
 from imagecache.agent.http.errors import BadRequest, NotFound
+from imagecache.agent.http.files import CachedFileResponse
 from imagecache.agent.http.image_views import image_routes
 from imagecache.agent.http.maintenance_views import cache_admin_routes
 from imagecache.agent.http.middlewares import is_glance_client
 from imagecache.agent.http.peer_views import admit_peer_read, peer_grant
-from imagecache.agent.http.read_deadline import read_deadline
 from imagecache.agent.peer_policy import PEER_READ_HEADER
 from imagecache.agent.upstream.port import UpstreamError
 from imagecache.core.ids import is_valid_image_id
@@ -93,22 +91,22 @@ async def image_file(request: web.Request) -> web.StreamResponse:
         raise NotFound(f"No image with id {image_id!r}")
     cache = request.app[CACHE]
     read = request.method == "GET"  # HEAD neither counts a hit nor queues the image
-    found = cache.pin(image_id, read=read)
+    served = await cache.open_cached(image_id, read=read)
     if PEER_READ_HEADER in request.headers:  # another agent: only what is cached here
-        found = admit_peer_read(request, found)
-    if found is not None:
-        path, record, release = found
+        served = admit_peer_read(request, served)
+    if served is not None:
         if _ZERO_SUFFIX.fullmatch(request.headers.get("Range", "")):
-            # RFC 9110 §14.1.1: a zero-length suffix is unsatisfiable (416); aiohttp's
-            # FileResponse reads "-0" as "0-" and would send the whole file with 206.
-            release()
-            return web.Response(status=416, headers={"Content-Range": f"bytes */{record.size}"})
+            # RFC 9110 §14.1.1: a zero-length suffix is unsatisfiable (416); aiohttp reads
+            # "-0" as "0-" and would send the whole file with 206.
+            served.release()
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{served.size}"})
         headers = {"Content-Type": "application/octet-stream"}
-        if record.checksum:
-            headers["Content-MD5"] = record.checksum
+        if served.checksum:
+            headers["Content-MD5"] = served.checksum
         idle = request.app[SETTINGS].serve_idle_timeout
-        return PinnedFileResponse(path, release, idle_timeout=idle, headers=headers)
-    meta = await cache.read_through(image_id, read=read)
+        return CachedFileResponse(served, idle_timeout=idle, headers=headers)
+    miss = await cache.read_through(image_id, read=read)
+    meta = miss.meta
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     if meta.size is not None:
         response.content_length = meta.size
@@ -119,7 +117,7 @@ async def image_file(request: web.Request) -> web.StreamResponse:
         return response
     sent = 0
     try:
-        async with cache.open_upstream(image_id) as stream:
+        async with miss.open() as stream:
             await response.prepare(request)
             async for chunk in stream.chunks():
                 sent += len(chunk)
@@ -147,36 +145,6 @@ async def image_file(request: web.Request) -> web.StreamResponse:
         return response
     await response.write_eof()
     return response
-
-
-class PinnedFileResponse(web.FileResponse):
-    """A cached file served zero-copy (sendfile, Range); its pin is released once sent.
-
-    A client that reads nothing for `idle_timeout` seconds is disconnected (`read_deadline`),
-    so a stalled reader cannot keep the image pinned for ever.
-    """
-
-    def __init__(
-        self, path: Path, release: Callable[[], None], *, idle_timeout: float, **kwargs: Any
-    ) -> None:
-        super().__init__(path, **kwargs)
-        self._release = release
-        self._idle_timeout = idle_timeout
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        try:
-            async with read_deadline(request.transport, idle=self._idle_timeout, what=request.path):
-                return await super().prepare(request)
-        except ConnectionError as error:
-            log.info(
-                "client went away while %s was sent: %s",
-                request.path,
-                error,
-                extra={"event": "client_gone"},
-            )
-            raise
-        finally:
-            self._release()
 
 
 async def healthz(request: web.Request) -> web.Response:

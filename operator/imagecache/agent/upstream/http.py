@@ -170,9 +170,15 @@ class _HttpBase:
     async def _read(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         """Chunks of up to `chunk_size`; a partial chunk is handed on when the upstream pauses
         or once it has been held for `FLUSH_AFTER` (so progress moves at least that often on a
-        slow upstream, and a drop loses nothing already received)."""
-        buffer = bytearray()
-        held_since = 0.0  # when the oldest byte in `buffer` arrived
+        slow upstream, and a drop loses nothing already received).
+
+        The pieces the connection delivers are collected in a list and joined once per chunk
+        (no copy at all when one piece is the chunk): growing a buffer per piece cost three
+        copies of every byte and a page fault per page.
+        """
+        pieces: list[bytes] = []
+        held = 0  # bytes in `pieces`
+        held_since = 0.0  # when the oldest byte in `pieces` arrived
         expected = response.content_length
         received = 0
         content = response.content
@@ -181,14 +187,14 @@ class _HttpBase:
             failure: TransientUpstreamError | None = None
             piece = b""
             try:
-                piece = content.read_nowait(self.chunk_size - len(buffer)) if buffer else b""
-                if not piece and buffer:
+                piece = content.read_nowait(self.chunk_size - held) if held else b""
+                if not piece and held:
                     try:
                         async with asyncio.timeout(FLUSH_AFTER):
                             piece = await content.readany()
                     except TimeoutError:
-                        yield bytes(buffer)
-                        buffer.clear()
+                        yield _joined(pieces)
+                        pieces, held = [], 0
                         continue
                 elif not piece:
                     async with asyncio.timeout(self.stall_timeout):
@@ -202,24 +208,29 @@ class _HttpBase:
                 failure = TransientUpstreamError(f"connection lost: {error!r}", reason="connection")
                 failure.__cause__ = error
             if failure is not None:
-                if buffer:  # keep what arrived: the next attempt resumes after it
-                    yield bytes(buffer)
+                if held:  # keep what arrived: the next attempt resumes after it
+                    yield _joined(pieces)
                 raise failure
             if not piece:
                 break
             received += len(piece)
-            if not buffer:
+            if not held:
                 held_since = clock()
-            buffer += piece
-            if len(buffer) >= self.chunk_size or clock() - held_since >= FLUSH_AFTER:
-                yield bytes(buffer)
-                buffer.clear()
-        if buffer:
-            yield bytes(buffer)
+            pieces.append(piece)
+            held += len(piece)
+            if held >= self.chunk_size or clock() - held_since >= FLUSH_AFTER:
+                yield _joined(pieces)
+                pieces, held = [], 0
+        if held:
+            yield _joined(pieces)
         if expected is not None and received < expected:
             raise TransientUpstreamError(
                 f"connection closed after {received} of {expected} bytes", reason="truncated"
             )
+
+
+def _joined(pieces: list[bytes]) -> bytes:
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def range_fits(content_range: str, length: int | None, offset: int) -> bool:
