@@ -72,12 +72,14 @@ def test_every_reason_in_the_source_starts_at_zero() -> None:
     failure, which `increase` does not see."""
     source = Path(__file__).resolve().parents[2] / "operator" / "imagecache" / "agent"
     peer = source / "upstream" / "peer.py"  # its reasons are peer fallbacks, never failures
+    literal = re.compile(r'reason="([a-z0-9_]+)"|failures\.labels\("([a-z0-9_]+)"\)')
     found = {
-        match
+        match.group(1) or match.group(2)
         for path in source.rglob("*.py")
         if path != peer
-        for match in re.findall(r'reason="([a-z0-9_]+)"', path.read_text())
+        for match in literal.finditer(path.read_text())
     }
+    assert {"verification", "internal_error"} <= found, "the search finds both spellings"
     assert found - set(FAILURE_REASONS) == set()
 
 

@@ -25,6 +25,7 @@ FAILURE_REASONS = (
     "no_room",
     "partial_vanished",
     "partial_replaced",
+    "not_a_file",
     # permanent
     "not_found",
     "not_active",
@@ -42,6 +43,7 @@ FAILURE_REASONS = (
     "verification",
     "disk_full",
     "write_failed",
+    "internal_error",
 )
 """The `reason`s of ``imagecache_failures_total`` exported at 0 from the start, so the first
 failure of a kind is an increase that `rate`/`increase` (and the alerts built on them) see.
