@@ -4,7 +4,12 @@
 (``DELETE``), read the agent's report (``GET /v2/cache``). `HttpAgents` implements it with one
 shared aiohttp session: at most ``max_concurrency`` requests in flight, ``request_timeout`` per
 request, the token from ``agent_token_file`` (re-read whenever the file changes), and each
-request counted in the metrics by outcome.
+request counted in the metrics by outcome. Every listing is checked against the wire contract
+(`core.wire.parse_listing`) before the reconciler sees it: a malformed one is that agent's
+`AgentProtocolError`, never the loop's exception.
+
+Two small places on purpose: `auth_headers` builds the credential sent to one target, and
+`put_image` is the one path that sends a ``PUT``.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from imagecache.controller.errors import (
     AgentUnreachable,
 )
 from imagecache.controller.metrics import OperatorMetrics
-from imagecache.core.wire import CacheListing
+from imagecache.core.wire import CacheListing, WireError, parse_listing
 
 
 class AgentPort(Protocol):
@@ -92,8 +97,16 @@ class HttpAgents:
             await self._session.close()
             self._session = None
 
+    def auth_headers(self, endpoint: str) -> dict[str, str]:
+        """The credential headers sent to the agent at `endpoint` (none without a token)."""
+        token = self._token.current()
+        return {"X-Auth-Token": token} if token else {}
+
     async def put_image(self, endpoint: str, image: str) -> int:
-        status, _ = await self._call("PUT", endpoint, f"/v2/cache/{image}", accept=(202, 404, 400))
+        """The one place a ``PUT`` is sent to an agent."""
+        status, _ = await self._call(
+            "PUT", endpoint, f"/v2/cache/{image}", accept=(202, 404, 400), headers={}
+        )
         return status
 
     async def delete_image(self, endpoint: str, image: str) -> int:
@@ -102,15 +115,12 @@ class HttpAgents:
 
     async def cache_report(self, endpoint: str) -> CacheListing:
         _, body = await self._call("GET", endpoint, "/v2/cache", accept=(200,), want_json=True)
-        if not isinstance(body, dict) or not isinstance(body.get("cached_images"), list):
-            raise AgentProtocolError("GET /v2/cache: not a cache listing", endpoint=endpoint)
-        report: CacheListing = {
-            "cached_images": body.get("cached_images") or [],
-            "queued_images": body.get("queued_images") or [],
-            "caching_images": body.get("caching_images") or [],
-            "failed_images": body.get("failed_images") or [],
-        }
-        return report
+        try:
+            return parse_listing(body)
+        except WireError as error:
+            raise AgentProtocolError(
+                f"GET /v2/cache: invalid listing: {error}", endpoint=endpoint
+            ) from error
 
     async def _call(
         self,
@@ -120,12 +130,13 @@ class HttpAgents:
         *,
         accept: tuple[int, ...],
         want_json: bool = False,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         assert self._session is not None, "HttpAgents used outside its context"
-        headers = {"Content-Length": "0"} if method == "PUT" else {}
-        token = self._token.current()
-        if token:
-            headers["X-Auth-Token"] = token
+        headers = dict(headers or {})
+        if method == "PUT":
+            headers["Content-Length"] = "0"
+        headers.update(self.auth_headers(endpoint))
         started = time.monotonic()
         outcome = "error"
         try:

@@ -31,6 +31,7 @@ from imagecache.controller.kubeapi import ApiWrites, api_client_from
 from imagecache.controller.leader import LeaderElector, LeaseConfig, LeaseLost
 from imagecache.controller.loop import ReconcileLoop
 from imagecache.controller.metrics import OperatorMetrics, serve_probes
+from imagecache.controller.reads import ApiReads
 from imagecache.controller.reconciling import Reconciler
 from imagecache.controller.settings import (
     OperatorSettings,
@@ -94,8 +95,9 @@ async def run_operator(
     async with api_client_from(info) as api, agents:
         writes = ApiWrites(api, timeout=max(30.0, settings.request_timeout * 3))
         reconciler = Reconciler(settings=settings, agents=agents)
+        reads = ApiReads(api, timeout=max(30.0, settings.request_timeout * 3))
         loop = ReconcileLoop(
-            settings=settings, reconciler=reconciler, writes=writes, metrics=metrics
+            settings=settings, reconciler=reconciler, writes=writes, reads=reads, metrics=metrics
         )
         elector = (
             LeaderElector(

@@ -1,10 +1,17 @@
-"""What the loop does with one planned request, and eviction on deletion.
+"""What the loop does with one request, and eviction on deletion.
 
-`Reconciler.fetch` asks each planned agent once (``GET /v2/cache``), concurrently.
-`Reconciler.reconcile` turns one `RequestPlan` and those reports into the request's new status
-and events (SPEC §4.1 items 1-5, 8), (re-)queueing the image with ``PUT`` where the agent lacks
-it. In memory it keeps only per-target schedules (`TargetMemory`: last state, when we queued,
+`Reconciler.reconcile` turns one `RequestPlan` and the latest report of each of its agents
+(`AgentReport`, fetched by `controller.polling.AgentPoller`) into the request's new status and
+events (SPEC §4.1 items 1-5, 8), (re-)queueing the image with ``PUT`` where the agent lacks it.
+A target that needs a newer report than there is says so (`Outcome.needs`): the loop asks that
+agent and reconciles the request again when the answer arrives. `Outcome.next_due` is when the
+request needs looking at again without any change (a recheck, the end of a backoff).
+
+In memory it keeps only per-target schedules (`TargetMemory`: last state, when we queued,
 backoff); the truth is rebuilt from the object's live status and the agents after a restart.
+It never sends a ``PUT`` for a request being deleted: the finalizer marks it (`tombstone`)
+before it evicts, and the mark is checked right before each ``PUT``; a re-``PUT`` after an
+eviction on the agent is sent only once `confirm` has seen the request still exist.
 
 `Reconciler.evict` sends ``DELETE /v2/cache/<image>`` to every current target at once for
 ``evictOnDelete`` (item 6) and says when to give up.
@@ -15,13 +22,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from imagecache.controller.agents import AgentPort
-from imagecache.controller.errors import AgentError, AgentUnauthorized, AgentUnreachable
+from imagecache.controller.errors import AgentError, AgentProtocolError, AgentUnauthorized
 from imagecache.controller.settings import OperatorSettings
 from imagecache.core.backoff import backoff_delay
 from imagecache.core.planning import (
@@ -30,7 +38,6 @@ from imagecache.core.planning import (
     RequestView,
     TargetSchedule,
     plan_request,
-    target_key,
 )
 from imagecache.core.status import (
     Event,
@@ -56,8 +63,8 @@ class TargetMemory:
     put_at: float | None = None
     failures: int = 0
     not_before: float = 0.0
-    checked_at: float = 0.0
-    seen_tick: int = 0
+    checked_at: float = float("-inf")
+    endpoint: str | None = None
 
     def schedule(self) -> TargetSchedule:
         """The planner's view of this memory."""
@@ -67,19 +74,38 @@ class TargetMemory:
 
 
 @dataclass(frozen=True)
-class Reports:
-    """This tick's agent reports by endpoint (a report or the error), and when the GETs began."""
+class AgentReport:
+    """One agent's latest answer to ``GET /v2/cache`` (or the error), and when it was asked."""
 
+    answer: CacheListing | AgentError
     started_at: float
-    by_endpoint: Mapping[str, CacheListing | AgentError] = field(default_factory=dict)
+    completed_at: float
+
+
+@dataclass(frozen=True)
+class Interest:
+    """One target's agent and image, and whether it is still in flight there (polled)."""
+
+    endpoint: str
+    image: str
+    active: bool
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """The new status and the events to post once it is written."""
+    """The new status and the events to post once it is written, and what the loop must do.
+
+    `needs`: agents whose next answer the request waits for (nothing is written meanwhile);
+    `next_due`: when to look again without any change (None: only on a change);
+    `interest`: the request's targets, for the poller; `gone`: the request no longer exists.
+    """
 
     status: dict[str, Any]
     events: list[Event]
+    needs: frozenset[str] = frozenset()
+    next_due: float | None = None
+    interest: tuple[Interest, ...] = ()
+    gone: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +116,13 @@ class EvictOutcome:
     events: list[Event]
     retry_in: float = 0.0
     error: str = ""
+
+
+Confirm = Callable[[RequestView], Awaitable[bool]]
+"""Asks the API whether the request still exists (a GET): False means gone."""
+
+TOMBSTONES = 65_536
+"""How many deleted requests' uids are remembered (a PUT for any of them is never sent)."""
 
 
 def _previous_entries(
@@ -117,6 +150,16 @@ def _recorded_state(before: Mapping[str, Any] | None) -> TargetState | None:
     )
 
 
+def _settled(state: TargetState | None) -> bool:
+    return state is not None and (
+        state.phase == "Cached" or (state.phase == "Failed" and state.reason != "Unauthorized")
+    )
+
+
+class _Gone(Exception):
+    """The request was found gone while reconciling it."""
+
+
 class Reconciler:
     """Reconciles planned requests against agents; one per operator."""
 
@@ -132,71 +175,99 @@ class Reconciler:
         self._agents = agents
         self._monotonic = monotonic
         self._wallclock = wallclock
-        self._targets: dict[tuple[str, str], TargetMemory] = {}
+        self._targets: dict[str, dict[str, TargetMemory]] = {}
         self._evicted: dict[str, set[str]] = {}
-        self._tick = 0
-        self.gets: dict[str, int] = {}
+        self._tombstones: OrderedDict[str, None] = OrderedDict()
+        self.puts_refused = 0
 
     def now(self) -> float:
         """The reconciler's monotonic clock."""
         return self._monotonic()
 
-    def schedules(self) -> dict[tuple[str, str], TargetSchedule]:
-        """Every target's schedule, for the planner."""
-        return {key: memory.schedule() for key, memory in self._targets.items()}
+    @property
+    def agents(self) -> AgentPort:
+        """The agent port it talks through (the loop's poller shares it)."""
+        return self._agents
 
-    def begin_tick(self) -> None:
-        """Mark a new tick; targets not seen by its end are forgotten (`end_tick`)."""
-        self._tick += 1
+    def schedules(self, request: RequestView) -> dict[tuple[str, str], TargetSchedule]:
+        """The schedules of one request's targets, for the planner."""
+        memos = self._targets.get(request.uid, {})
+        return {(request.uid, pod_uid): memo.schedule() for pod_uid, memo in memos.items()}
 
-    def end_tick(self) -> None:
-        """Forget the schedules of targets no request planned this tick (pods or requests gone)."""
-        for key in [k for k, m in self._targets.items() if m.seen_tick != self._tick]:
-            del self._targets[key]
+    def forget(self, uid: str) -> None:
+        """The request is gone: drop its targets' schedules."""
+        self._targets.pop(uid, None)
 
-    def keep(self, plan: RequestPlan) -> None:
-        """A request skipped this tick: keep its targets' schedules (see `end_tick`)."""
-        for target in plan.targets:
-            if target.pod is not None and target.endpoint is not None:
-                memo = self._targets.get(target_key(plan.request, target.pod))
-                if memo is not None:
-                    memo.seen_tick = self._tick
+    def tombstone(self, uid: str) -> None:
+        """The request is being deleted: never ``PUT`` its image again."""
+        self._tombstones[uid] = None
+        self._tombstones.move_to_end(uid)
+        while len(self._tombstones) > TOMBSTONES:
+            self._tombstones.popitem(last=False)
+        self.forget(uid)
 
-    async def fetch(self, endpoints: Iterable[str]) -> Reports:
-        """``GET /v2/cache`` from each endpoint once, concurrently."""
-        started = self._monotonic()
-        chosen = sorted(set(endpoints))
+    def deleted(self, uid: str) -> bool:
+        """True once `tombstone` was called for this request."""
+        return uid in self._tombstones
 
-        async def one(endpoint: str) -> CacheListing | AgentError:
-            self.gets[endpoint] = self.gets.get(endpoint, 0) + 1
-            try:
-                return await self._agents.cache_report(endpoint)
-            except AgentError as error:
-                return error
-
-        answers = await asyncio.gather(*(one(endpoint) for endpoint in chosen))
-        return Reports(started_at=started, by_endpoint=dict(zip(chosen, answers, strict=True)))
-
-    async def reconcile(self, plan: RequestPlan, reports: Reports) -> Outcome:
+    async def reconcile(
+        self,
+        plan: RequestPlan,
+        reports: Mapping[str, AgentReport],
+        *,
+        confirm: Confirm | None = None,
+    ) -> Outcome:
         """The request's new status (against `live`) and its events; PUTs where needed."""
         request = plan.request
         live = request.status
         previous = _previous_entries(live, selector_form=request.selector_form)
         resolved: list[ResolvedTarget] = []
         recaching: list[Event] = []
+        needs: set[str] = set()
+        interest: list[Interest] = []
+        now = self._monotonic()
+        memos = self._targets.setdefault(request.uid, {})
+        kept_pods: set[str] = set()
+        image = str(request.spec.get("image") or "")
         for target in plan.targets:
             if target.waiting is not None or target.pod is None or target.endpoint is None:
                 waiting = target.waiting or pending_state(reason="PodNotFound", message="")
                 resolved.append(ResolvedTarget(target.name, target.pod, waiting))
                 continue
-            state, requeued = await self._target(
-                request, target, previous.get(target.name), reports
-            )
+            kept_pods.add(target.pod.uid)
+            memo = memos.setdefault(target.pod.uid, TargetMemory())
+            if memo.endpoint != target.endpoint:
+                memo.endpoint = target.endpoint
+                memo.checked_at = float("-inf")
+            report = reports.get(target.endpoint)
+            try:
+                outcome = await self._target(
+                    request, target, memo, previous.get(target.name), report, now, confirm
+                )
+            except _Gone:
+                return Outcome(status=dict(live), events=[], gone=True)
+            if outcome is None:
+                needs.add(target.endpoint)
+                interest.append(Interest(target.endpoint, image, active=True))
+                continue  # nothing is written until its agent answers
+            state, requeued = outcome
             if requeued:
                 recaching.append(
                     Event("Normal", "Recaching", f"image gone from {target.name}; re-queued")
                 )
+            interest.append(Interest(target.endpoint, image, active=not _settled(state)))
             resolved.append(ResolvedTarget(target.name, target.pod, state))
+        for pod_uid in [uid for uid in memos if uid not in kept_pods]:
+            del memos[pod_uid]
+        next_due = self._next_due(memos.values())
+        if needs:
+            return Outcome(
+                status=dict(live),
+                events=[],
+                needs=frozenset(needs),
+                next_due=next_due,
+                interest=tuple(interest),
+            )
         new = build_status(
             previous=live,
             targets=resolved,
@@ -207,28 +278,52 @@ class Reconciler:
         events = status_events(previous=live, current=new)
         if recaching:
             events = recaching + [e for e in events if e.reason != "Queued"]
-        return Outcome(status=new, events=events)
+        return Outcome(status=new, events=events, next_due=next_due, interest=tuple(interest))
+
+    def _next_due(self, memos: Iterable[TargetMemory]) -> float | None:
+        """The earliest recheck or end of a backoff among the targets."""
+        times: list[float] = []
+        for memo in memos:
+            if memo.failures:
+                times.append(memo.not_before)
+            elif _settled(memo.state):
+                times.append(memo.checked_at + self._settings.recheck_interval)
+        return min(times) if times else None
+
+    def _needs_report(self, memo: TargetMemory, report: AgentReport | None, now: float) -> bool:
+        """Whether the target must wait for a newer answer of its agent than `report`."""
+        if report is None:
+            return True
+        if memo.state is None:
+            # A new target: an answer from a few polls ago is good enough to start from.
+            return report.completed_at < now - 2 * self._settings.poll_interval
+        if memo.failures or _settled(memo.state):
+            # A recheck or a retry: only an answer newer than the last look counts.
+            return report.completed_at <= memo.checked_at
+        return False
 
     async def _target(
         self,
         request: RequestView,
         target: PlannedTarget,
+        memo: TargetMemory,
         before: Mapping[str, Any] | None,
-        reports: Reports,
-    ) -> tuple[TargetState, bool]:
+        report: AgentReport | None,
+        now: float,
+        confirm: Confirm | None,
+    ) -> tuple[TargetState, bool] | None:
         pod, endpoint = target.pod, target.endpoint
         assert pod is not None and endpoint is not None
-        memo = self._targets.setdefault(target_key(request, pod), TargetMemory())
-        memo.seen_tick = self._tick
         if before is not None and is_replaced(recorded=before, pod=pod):
             before = None
         kept = memo.state or _recorded_state(before)
         if not target.due and memo.state is not None:
             return memo.state, False
-        now = self._monotonic()
-        answer = reports.by_endpoint.get(endpoint)
-        if answer is None:
-            answer = AgentUnreachable("not asked this tick", endpoint=endpoint)
+        if self._needs_report(memo, report, now):
+            return None
+        assert report is not None
+        answer = report.answer
+        memo.checked_at = max(report.completed_at, memo.checked_at)
         if isinstance(answer, AgentError):
             return self._contact_failed(memo, kept, answer, now), False
         image = str(request.spec["image"])
@@ -237,7 +332,7 @@ class Reconciler:
         action = target_action(
             agent_state=entry.get("state", "absent"),
             previous_phase=previous_phase,
-            put_pending=memo.put_at is not None and memo.put_at >= reports.started_at,
+            put_pending=memo.put_at is not None and memo.put_at >= report.started_at,
             recheck_due=memo.state is not None,
         )
         requeued = False
@@ -247,20 +342,29 @@ class Reconciler:
             state = kept
         else:
             requeued = previous_phase == "Cached"
+            if requeued and confirm is not None and not await confirm(request):
+                raise _Gone(request.key)
             try:
-                code = await self._agents.put_image(endpoint, image)
+                code = await self._put(request, endpoint, image)
             except AgentError as error:
                 return self._contact_failed(memo, kept, error, now), False
+            if code is None:
+                raise _Gone(request.key)
             state = state_from_put(status_code=code, pod_name=pod.name)
             if code == 202:
                 memo.put_at = self._monotonic()
         state = dataclasses.replace(state, reachable=True, unreachable="")
         memo.failures = 0
         memo.not_before = 0.0
-        if state.phase in ("Cached", "Failed"):
-            memo.checked_at = now
         memo.state = state
         return state, requeued
+
+    async def _put(self, request: RequestView, endpoint: str, image: str) -> int | None:
+        """``PUT`` the image unless the request is being deleted (checked at the last moment)."""
+        if request.deleting or self.deleted(request.uid):
+            self.puts_refused += 1
+            return None
+        return await self._agents.put_image(endpoint, image)
 
     def _contact_failed(
         self, memo: TargetMemory, kept: TargetState | None, error: AgentError, now: float
@@ -272,17 +376,22 @@ class Reconciler:
             base=self._settings.retry_backoff,
             cap=self._settings.retry_backoff_cap,
         )
+        invalid = isinstance(error, AgentProtocolError)
+        reason = "AgentInvalidAnswer" if invalid else "AgentUnreachable"
         if isinstance(error, AgentUnauthorized):
             state = dataclasses.replace(
                 unauthorized_state(status_code=error.status or 401), reachable=True
             )
         elif kept is not None and kept.phase == "Cached":
-            state = dataclasses.replace(kept, reachable=False, unreachable=str(error))
+            state = dataclasses.replace(
+                kept, reachable=False, unreachable=str(error), unreachable_reason=reason
+            )
         else:
             state = dataclasses.replace(
                 pending_state(reason="AgentUnreachable", message=f"agent unreachable: {error}"),
                 reachable=False,
                 unreachable=str(error),
+                unreachable_reason=reason,
             )
         memo.state = state
         return state
@@ -296,6 +405,7 @@ class Reconciler:
         attempt: int = 0,
     ) -> EvictOutcome:
         """``DELETE`` the image from every Ready target at once; give up after evict_timeout."""
+        self.tombstone(request.uid)  # before any DELETE: no PUT of this request from now on
         image = str(request.spec.get("image") or "")
         evicted = self._evicted.setdefault(request.uid, set())
         plan = plan_request(
