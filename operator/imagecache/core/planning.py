@@ -122,13 +122,16 @@ def is_due(schedule: TargetSchedule | None, *, now: float, recheck_interval: flo
     """Whether a target needs its agent this tick.
 
     New targets are due; targets backing off wait for ``not_before``; settled targets
-    (Cached, or Failed for a reason retrying cannot fix) wait for the recheck interval.
+    (Cached, or Failed for a reason retrying cannot fix) wait for the recheck interval, unless
+    their agent did not answer last time (then the backoff alone decides).
     """
     if schedule is None or schedule.state is None:
         return True
     if now < schedule.not_before:
         return False
     state = schedule.state
+    if state.reachable is False:
+        return True
     settled = state.phase == "Cached" or (
         state.phase == "Failed" and state.reason != "Unauthorized"
     )
