@@ -1,4 +1,4 @@
-"""Unit tests of the loop at fleet scale, over fakes on a fake clock (`tests.support.operator_world`).
+"""Unit tests of the loop at fleet scale, over fakes on a fake clock (`support.operator_world`).
 
 Covers: a late watch echo never makes a transition be written or its event posted twice (one
 Cached event per request); queue-position changes post no event and are written at most every
