@@ -33,7 +33,8 @@ class WorkQueue(Generic[K]):
             raise ValueError("need 0 < base_delay <= max_delay")
         self._base = base_delay
         self._cap = max_delay
-        self._dirty: dict[K, None] = {}  # insertion-ordered set: first marked, first taken
+        self._dirty: dict[K, None] = {}  # ready keys, insertion-ordered: first marked, first taken
+        self._deferred: set[K] = set()  # marked while being processed: ready again after `done`
         self._processing: set[K] = set()
         self._due: dict[K, float] = {}
         self._heap: list[tuple[float, int, K]] = []
@@ -44,7 +45,10 @@ class WorkQueue(Generic[K]):
 
     def add(self, key: K) -> None:
         """Mark `key` dirty (handed out by the next `take`, or after its `done`)."""
-        self._dirty[key] = None
+        if key in self._processing:
+            self._deferred.add(key)
+        else:
+            self._dirty[key] = None
 
     def add_at(self, key: K, when: float) -> None:
         """Make `key` dirty at `when` (the earliest of its due times wins)."""
@@ -80,6 +84,7 @@ class WorkQueue(Generic[K]):
     def discard(self, key: K) -> None:
         """Forget everything about `key` (its object is gone); a processing key stays taken."""
         self._dirty.pop(key, None)
+        self._deferred.discard(key)
         self._due.pop(key, None)
         self._failures.pop(key, None)
 
@@ -91,13 +96,9 @@ class WorkQueue(Generic[K]):
             when, _, key = heapq.heappop(self._heap)
             if self._due.get(key) == when:
                 del self._due[key]
-                self._dirty[key] = None
+                self.add(key)
         taken: list[K] = []
-        for key in list(self._dirty):
-            if limit is not None and len(taken) >= limit:
-                break
-            if key in self._processing:
-                continue
+        for key in list(self._dirty) if limit is None else list(self._dirty)[:limit]:
             del self._dirty[key]
             self._due.pop(key, None)
             self._processing.add(key)
@@ -109,6 +110,9 @@ class WorkQueue(Generic[K]):
     def done(self, key: K) -> None:
         """Processing of `key` finished; if it was marked meanwhile, it is ready again."""
         self._processing.discard(key)
+        if key in self._deferred:
+            self._deferred.discard(key)
+            self._dirty[key] = None
 
     def processing(self, key: K) -> bool:
         """True while `key` is taken and not yet `done`."""
@@ -122,7 +126,7 @@ class WorkQueue(Generic[K]):
 
     def ready(self) -> bool:
         """True when some dirty key is not being processed."""
-        return any(key not in self._processing for key in self._dirty)
+        return bool(self._dirty)
 
     def due_at(self, key: K) -> float | None:
         """When `key` is scheduled (None: not scheduled)."""
@@ -130,7 +134,7 @@ class WorkQueue(Generic[K]):
 
     def __len__(self) -> int:
         """Keys dirty or scheduled (not counting those only being processed)."""
-        return len(self._dirty.keys() | self._due.keys())
+        return len(self._dirty.keys() | self._deferred | self._due.keys())
 
     def _compact(self) -> None:
         self._heap = [
