@@ -65,6 +65,8 @@ class TargetMemory:
     not_before: float = 0.0
     checked_at: float = float("-inf")
     endpoint: str | None = None
+    wanted_at: float = float("inf")
+    """When a new target asked for a fresh answer (any answer completed after it will do)."""
 
     def schedule(self) -> TargetSchedule:
         """The planner's view of this memory."""
@@ -295,8 +297,10 @@ class Reconciler:
         if report is None:
             return True
         if memo.state is None:
-            # A new target: an answer from a few polls ago is good enough to start from.
-            return report.completed_at < now - 2 * self._settings.poll_interval
+            # A new target: an answer from a few polls ago is good enough to start from, and
+            # so is any answer that completed after it asked (however late it is looked at).
+            recent = report.completed_at >= now - 2 * self._settings.poll_interval
+            return not (recent or report.completed_at > memo.wanted_at)
         if memo.failures or _settled(memo.state):
             # A recheck or a retry: only an answer newer than the last look counts.
             return report.completed_at <= memo.checked_at
@@ -320,6 +324,7 @@ class Reconciler:
         if not target.due and memo.state is not None:
             return memo.state, False
         if self._needs_report(memo, report, now):
+            memo.wanted_at = min(memo.wanted_at, now)
             return None
         assert report is not None
         answer = report.answer
