@@ -428,7 +428,15 @@ async def through_operator(
                 operator_cpu = _cpu_seconds(process.pid)
                 operator_rss = _vm_hwm_mib(process.pid)
                 # Idle: everything Cached, nothing changes; the operator's CPU per loop tick
-                # (an upper bound: kopf, the probes and the GC are in it too).
+                # (an upper bound: kopf, the probes and the GC are in it too). First let the
+                # operator settle: no write of its own for 3 s (at most 120 s).
+                settle_until = time.monotonic() + 120
+                quiet, count = 0, len(kube.writes)
+                while quiet < 3 and time.monotonic() < settle_until:
+                    await asyncio.sleep(1.0)
+                    quiet, count = (
+                        (quiet + 1, count) if len(kube.writes) == count else (0, len(kube.writes))
+                    )
                 idle_cpu, idle_ticks = await _idle(session, metrics_url, process.pid, idle_seconds)
         finally:
             process.send_signal(

@@ -149,8 +149,12 @@ def test_only_images_whose_entry_changed_differ() -> None:
     after = image_signatures(
         {"cached_images": [{"image_id": "a", "size": 1}], "queued_images": ["c"]}  # type: ignore[typeddict-item]
     )
-    assert changed_images(before, after) == {"b", "c"}  # b gone, c moved up
-    assert changed_images(after, after) == set()
+    changes = changed_images(before, after)
+    assert changes is not None
+    assert changes.state == {"b"}  # gone
+    assert changes.progress == {"c"}  # moved up the queue
+    unchanged = changed_images(after, after)
+    assert unchanged is not None and not unchanged.state and not unchanged.progress
     assert changed_images(None, after) is None
 
 

@@ -7,7 +7,8 @@ What feeds the queue (`core.workqueue.WorkQueue`, keys are requests' ``(namespac
   reads affects none; the echo of our own status write affects none);
 * the agents: `controller.polling.AgentPoller` polls each agent with requests in flight once
   per ``poll_interval`` (each GET on its own, with a deadline) and hands over only the requests
-  whose image's entry changed, or that waited for that answer;
+  whose image's state changed, or that waited for that answer; those whose progress alone
+  moved (queue position, bytes) are due when their next progress write is allowed;
 * due times: a recheck of a Cached target (``recheck_interval``), the end of a backoff, a
   progress-only status change waiting for ``status_interval``, a failed write's retry
   (exponential, capped, per key);
@@ -93,6 +94,7 @@ class ReconcileLoop:
             backoff=settings.retry_backoff,
             backoff_cap=settings.retry_backoff_cap,
             on_change=self._mark,
+            on_progress=self._mark_progress,
             monotonic=monotonic,
         )
         self._write_limit = asyncio.Semaphore(WRITE_CONCURRENCY)
@@ -164,6 +166,20 @@ class ReconcileLoop:
         for key in keys:
             self.queue.add(key)
         if keys:
+            self._wake.set()
+
+    def _mark_progress(self, keys: set[RequestKey]) -> None:
+        """Progress alone moved: reconcile when a progress write is allowed again (each key at
+        most every ``status_interval`` after its last write), at once if never written."""
+        now = self._monotonic()
+        for key in keys:
+            view = self.observed.request(key)
+            written = self.expectations.last(key, view.uid) if view is not None else None
+            if written is not None and now - written.at < self._settings.status_interval:
+                self.queue.add_at(key, written.at + self._settings.status_interval)
+            else:
+                self.queue.add(key)
+        if self.queue.ready():
             self._wake.set()
 
     def _forget(self, view: RequestView) -> None:

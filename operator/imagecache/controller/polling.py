@@ -6,7 +6,8 @@ flight there (Queued, Caching, Pending), and once more whenever a request waits 
 answer (`want`: a new target, a recheck, the end of a backoff). Each GET runs as its own task
 with a deadline, at most one in flight per agent; nothing waits for all of them. As each answer
 arrives it is compared with the agent's previous one (`core.listings`) and only the requests
-whose image's entry changed, or that waited for this answer, are handed to `on_change`.
+whose image's state changed, or that waited for this answer, are handed to `on_change`; those
+whose progress alone moved (queue position, bytes) to `on_progress`.
 
 A failing agent is polled again with per-agent exponential backoff (the keyed `WorkQueue`).
 """
@@ -42,12 +43,14 @@ class AgentPoller(Generic[K]):
         backoff: float,
         backoff_cap: float,
         on_change: Callable[[set[K]], None],
+        on_progress: Callable[[set[K]], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._agents = agents
         self._interval = poll_interval
         self._deadline = deadline
         self._on_change = on_change
+        self._on_progress = on_progress or on_change
         self._monotonic = monotonic
         self._queue: WorkQueue[str] = WorkQueue(
             base_delay=max(backoff, poll_interval), max_delay=max(backoff_cap, poll_interval)
@@ -207,11 +210,17 @@ class AgentPoller(Generic[K]):
         )
         before = self._signatures.get(endpoint)
         self._signatures[endpoint] = signature
+        moved: set[K] = set()
         if isinstance(before, dict) and isinstance(signature, dict):
-            differ = changed_images(before, signature) or set()
-            for image in differ:
+            differ = changed_images(before, signature)
+            assert differ is not None
+            for image in differ.state:
                 changed |= images.get(image, set())
+            for image in differ.progress:
+                moved |= images.get(image, set())
         elif before != signature:
             for keys in images.values():
                 changed |= keys
         self._on_change(changed)
+        if moved - changed:
+            self._on_progress(moved - changed)
