@@ -130,7 +130,8 @@ class ReconcileLoop:
                 self._forget(known)
             return
         old = self.observed.request(key)
-        if old is not None and old.uid != view.uid:
+        if old is not None and old.uid != view.uid:  # deleted and created again
+            self._reconciler.tombstone(old.uid)
             self._forget(old)
             old = None
         if view.deleting:
