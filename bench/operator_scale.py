@@ -104,6 +104,9 @@ class SimulatedAgent:
         self.current: tuple[str, float] | None = None
         self.cached: dict[str, float] = {}
         self.gets = 0
+        # Wall-clock time of monotonic zero, fixed: a cached image's last_modified must not
+        # jitter from one listing to the next (a real agent reports its file's fixed mtime).
+        self.wall = time.time() - time.monotonic()
 
     def advance(self, now: float) -> None:
         while True:
@@ -135,10 +138,9 @@ class SimulatedAgent:
             done = int(100 * min(1.0, (now - started) / self.seconds))
             caching = [{"image_id": image, "size": 100, "bytes": done}]
             queued.insert(0, image)
-        wall = time.time() - now
         return {
             "cached_images": [
-                {"image_id": i, "size": 100, "last_modified": wall + t}
+                {"image_id": i, "size": 100, "last_modified": self.wall + t}
                 for i, t in self.cached.items()
             ],
             "queued_images": queued,
