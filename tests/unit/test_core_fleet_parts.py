@@ -77,6 +77,11 @@ def test_the_base_is_our_write_until_the_watch_catches_up() -> None:
     assert expectations.base("k", uid="u", resource_version="9", status=edited) is edited
     # another object of the same name: our memory does not apply
     assert expectations.base("k", uid="other", resource_version="5", status=late_echo) is late_echo
+    expectations.caught_up("k", uid="u", resource_version="5")  # not yet: ours is still needed
+    assert expectations.base("k", uid="u", resource_version="5", status=late_echo) is ours
+    expectations.caught_up("k", uid="u", resource_version="7")  # the watch shows our write
+    written = expectations.last("k", "u")
+    assert written is not None and written.status == {} and written.resource_version == "7"
 
 
 # -- event correlation -------------------------------------------------------------------------

@@ -141,6 +141,7 @@ class ReconcileLoop:
         self.observed.set_request(view)
         if old is None or self._changed(old, view):
             self._mark({key})
+        self.expectations.caught_up(key, uid=view.uid, resource_version=view.resource_version)
 
     def _changed(self, old: RequestView, new: RequestView) -> bool:
         """Whether a new view of a request needs reconciling (not the echo of our own write)."""

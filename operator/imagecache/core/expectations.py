@@ -74,6 +74,19 @@ class WriteExpectations(Generic[K]):
         written = self.last(key, uid)
         return written is not None and written.resource_version == resource_version
 
+    def caught_up(self, key: K, *, uid: str, resource_version: str) -> None:
+        """The watch shows our last write (or later): its status need not be kept any more
+        (only when and at which resourceVersion it was written)."""
+        written = self.last(key, uid)
+        if (
+            written is not None
+            and written.status
+            and not is_older(resource_version, written.resource_version)
+        ):
+            self._written[key] = Written(
+                uid=written.uid, resource_version=written.resource_version, status={}, at=written.at
+            )
+
     def forget(self, key: K) -> None:
         """The object is gone."""
         self._written.pop(key, None)
