@@ -37,7 +37,7 @@ lint --set agent.enabled=true --set agent.cache.type=hostPath --set networkPolic
   --set agent.upstream.url=file:///images --set agentToken.existingSecret=my-token
 lint --set 'watchNamespaces={openstack,glance}' --set operator.settings.leaseName=imagecache-leader
 lint --set operator.replicas=1 --set operator.settings.leaderElection=false
-lint --set agent.enabled=true --set agent.auth=keystone --set agent.upstream.url=glance:// \
+lint --set agent.enabled=true --set agent.auth=keystone --set operator.settings.agentAuth=token-file --set agent.upstream.url=glance:// \
   --set agent.openstack.cloud=glance-cache --set agent.openstack.cloudsSecret=imagecache-clouds
 lint -f examples/sidecar-values.yaml
 for values in examples/values-*.yaml; do

@@ -22,6 +22,7 @@ from imagecache.agent.cache.facade import ImageCache
 from imagecache.agent.http.app import create_app
 from imagecache.agent.http.appkeys import CACHE
 from imagecache.agent.settings import AgentSettings
+from imagecache.agent.upstream.port import Upstream
 from tests.support.upstreams import FakeGlance, HttpFileServer
 
 IMAGE_A = "2c4e8a1e-6f0e-4e7b-9b8a-3f1d2c3b4a5e"
@@ -107,10 +108,15 @@ def upstream_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def make_agent(tmp_path: Path, upstream_dir: Path) -> AsyncIterator[AgentFactory]:
-    """`await make_agent(upstream=..., **settings)` → a running in-process `Agent`."""
+    """`await make_agent(upstream=..., **settings)` → a running in-process `Agent`.
+
+    ``source=`` hands the agent an `Upstream` object instead of the one ``upstream`` names.
+    """
     clients: list[TestClient[web.Request, web.Application]] = []
 
-    async def factory(upstream: str | None = None, **overrides: Any) -> Agent:
+    async def factory(
+        upstream: str | None = None, source: Upstream | None = None, **overrides: Any
+    ) -> Agent:
         values: dict[str, Any] = {
             "upstream": upstream or f"file://{upstream_dir}",
             "cache_dir": tmp_path / f"cache{len(clients)}",
@@ -120,7 +126,7 @@ async def make_agent(tmp_path: Path, upstream_dir: Path) -> AsyncIterator[AgentF
         }
         values.update(overrides)
         settings = AgentSettings(**values)
-        app = create_app(settings)
+        app = create_app(settings, upstream=source)
         client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()
         clients.append(client)

@@ -67,7 +67,7 @@ class BlockingUpstream:
         raise ConnectionError("closed")
         yield  # pragma: no cover
 
-    def open(self, image_id: str, offset: int) -> Any:
+    def open(self, image_id: str, offset: int, *, validator: str | None = None) -> Any:
         return self._open(image_id, offset)
 
     async def close(self) -> None:

@@ -51,6 +51,16 @@ def test_split_listen(value: str, expected: tuple[str, int]) -> None:
         ),
         pytest.param(["--upstream", "file:///x", "--log-format", "xml"], "log_format", id="format"),
         pytest.param(["--upstream", "file:///x", "--listen", "[::]:80"], "listen", id="open-v6"),
+        pytest.param(
+            ["--upstream", "file:///x", "--peer-networks", "10.0.0.0/8,pods"],
+            "peer_networks",
+            id="peer-networks",
+        ),
+        pytest.param(
+            ["--upstream", "file:///x", "--peer-serve-limit", "0"],
+            "peer_serve_limit",
+            id="peer-serve-limit",
+        ),
     ],
 )
 def test_bad_settings_name_the_setting(args: list[str], needle: str) -> None:
@@ -63,3 +73,16 @@ def test_bad_settings_name_the_setting(args: list[str], needle: str) -> None:
 def test_non_loopback_allowed_with_token_or_opt_out(tmp_path: object) -> None:
     load_settings(["--upstream", "file:///x", "--listen", "0.0.0.0:80", "--insecure-no-auth"])
     load_settings(["--upstream", "file:///x", "--listen", "0.0.0.0:80", "--token-file", "/t"])
+
+
+def test_peer_networks_parse_from_the_flag_and_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = load_settings(
+        ["--upstream", "file:///x", "--peer-networks", "10.244.0.0/16, fd00::/8"]
+    )
+    assert [str(n) for n in settings.peers] == ["10.244.0.0/16", "fd00::/8"]
+    monkeypatch.setenv("IMAGECACHE_PEER_NETWORKS", "192.168.0.0/24")
+    assert [str(n) for n in load_settings(["--upstream", "file:///x"]).peers] == ["192.168.0.0/24"]
+    monkeypatch.delenv("IMAGECACHE_PEER_NETWORKS")
+    assert load_settings(["--upstream", "file:///x"]).peers == ()

@@ -6,7 +6,8 @@ plus the chart-owned values (and that the agent's own settings object accepts it
 the imagecache.dev/port annotation; emptyDir, hostPath (an existing Directory) and per-pod PVC
 caches; OpenStack values (auth, cloud, a read-only clouds.yaml Secret); the generated token Secret
 versus an existing one; the headless Service; the NetworkPolicy admitting only the operator and
-declared consumers.
+declared consumers; examples/values-kind.yaml (as the kind e2e installs it) wiring the per-pod
+credentials end to end.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.chart.conftest import NAMESPACE, Manifest, Rendering, containers, env_of
+from tests.chart.conftest import (
+    NAMESPACE,
+    REPO,
+    Manifest,
+    Rendering,
+    containers,
+    env_of,
+    template_error,
+)
 from tests.chart.values_sets import HTTP_UPSTREAM, VALUE_SETS
 
 AGENT = "ic-imagecache-agent"
@@ -66,7 +75,7 @@ def test_daemonset_agent(render: Callable[..., Rendering]) -> None:
     assert workload["spec"]["selector"]["matchLabels"].items() <= labels.items()
     assert labels["app.kubernetes.io/component"] == "agent"
     pod = template["spec"]
-    assert pod["automountServiceAccountToken"] is False
+    assert pod["automountServiceAccountToken"] is True, "auth kubernetes: TokenReviews"
     assert pod["serviceAccountName"] == AGENT
     container = agent_container(rendering)
     assert container["command"] == ["imagecache-agent"]
@@ -75,7 +84,10 @@ def test_daemonset_agent(render: Callable[..., Rendering]) -> None:
         "IMAGECACHE_CACHE_DIR": "/var/cache/imagecache",
         "IMAGECACHE_UPSTREAM": HTTP_UPSTREAM,
         "IMAGECACHE_TOKEN_FILE": TOKEN_PATH,
-        "IMAGECACHE_AUTH": "token-file",
+        "IMAGECACHE_AUTH": "kubernetes",
+        "IMAGECACHE_OPERATOR_SERVICE_ACCOUNT": (
+            f"system:serviceaccount:{NAMESPACE}:ic-imagecache-operator"
+        ),
         "IMAGECACHE_MAX_SIZE": "16G",
         "IMAGECACHE_WORKERS": "2",
         "IMAGECACHE_STALL_TIMEOUT": "60",
@@ -85,9 +97,16 @@ def test_daemonset_agent(render: Callable[..., Rendering]) -> None:
         "IMAGECACHE_LOG_FORMAT": "json",
         "IMAGECACHE_LOG_LEVEL": "info",
         "IMAGECACHE_DRAIN_TIMEOUT": "25",
+        "IMAGECACHE_PEER_SERVE_LIMIT": "4",
+        "IMAGECACHE_ROOM_WAIT_TIMEOUT": "600",
+        "IMAGECACHE_SERVE_IDLE_TIMEOUT": "60",
+        "IMAGECACHE_KEYSTONE_TIMEOUT": "10",
     }
     downward = {e["name"]: e["valueFrom"] for e in container["env"] if "valueFrom" in e}
-    assert downward == {"POD_IP": {"fieldRef": {"fieldPath": "status.podIP"}}}
+    assert downward == {
+        "POD_IP": {"fieldRef": {"fieldPath": "status.podIP"}},
+        "IMAGECACHE_POD_UID": {"fieldRef": {"fieldPath": "metadata.uid"}},
+    }
     names = [e["name"] for e in container["env"]]
     assert names.index("POD_IP") == 0, "defined first, so later values may refer to $(POD_IP)"
     assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
@@ -103,12 +122,43 @@ def test_daemonset_agent(render: Callable[..., Rendering]) -> None:
     assert volumes["cache"] == {"name": "cache", "emptyDir": {"sizeLimit": "20Gi"}}
     assert volumes["agent-token"]["secret"]["secretName"] == "ic-imagecache-agent-token"
     account = rendering.one("ServiceAccount", AGENT)
-    assert account["automountServiceAccountToken"] is False
+    assert account["automountServiceAccountToken"] is False, "only the agent pods mount it"
+    bindings = [
+        b
+        for b in rendering.of_kind("RoleBinding") + rendering.of_kind("ClusterRoleBinding")
+        if b["subjects"][0]["name"] == AGENT
+    ]
+    assert [b["kind"] for b in bindings] == ["ClusterRoleBinding"]
+    role = rendering.one("ClusterRole", bindings[0]["roleRef"]["name"])
+    assert role["rules"] == [
+        {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
+    ], "the agent's only grant: creating TokenReviews"
+
+
+def test_token_file_agents_have_no_rbac_and_no_api_token(
+    render: Callable[..., Rendering],
+) -> None:
+    values = {
+        **VALUE_SETS["agent-daemonset"],
+        "agent.auth": "token-file",
+        "operator.settings.agentAuth": "token-file",
+    }
+    rendering = render(values)
+    pod = agent_workload(rendering)["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    env = env_of(agent_container(rendering))
+    assert env["IMAGECACHE_AUTH"] == "token-file"
+    assert "IMAGECACHE_OPERATOR_SERVICE_ACCOUNT" not in env
     assert not [
         b
         for b in rendering.of_kind("RoleBinding") + rendering.of_kind("ClusterRoleBinding")
         if b["subjects"][0]["name"] == AGENT
     ], "the agent has no RBAC"
+
+
+def test_per_pod_operator_tokens_need_kubernetes_agents(helm: str) -> None:
+    values = {**VALUE_SETS["agent-daemonset"], "agent.auth": "token-file"}
+    assert "agent.auth=kubernetes" in template_error(helm, values)
 
 
 def test_agent_env_is_accepted_by_agent_settings(
@@ -128,10 +178,14 @@ def test_agent_env_is_accepted_by_agent_settings(
                 continue
             assert field in fields, f"{name} is no agent setting"
             monkeypatch.setenv(name, value)
+        monkeypatch.setenv("IMAGECACHE_POD_UID", "0b6c7e7a-1c1e-4a4e-9a57-2f7f0e9b1d33")  # downward
         settings = settings_class()
+        assert settings.auth == "kubernetes"
         assert settings.port == 9292
         assert settings.host == ("0.0.0.0" if value_set == "ipv4-only" else "::")
         assert settings.token_file is not None and str(settings.token_file) == TOKEN_PATH
+        bounds = (settings.room_wait_timeout, settings.serve_idle_timeout)
+        assert bounds == (600.0, 60.0) and settings.keystone_timeout == 10.0
 
 
 @pytest.mark.parametrize(
@@ -161,6 +215,11 @@ def test_every_agent_setting_is_rendered_from_the_one_map(
         "logLevel": "debug",
         "drainTimeout": 10,
         "keystoneRoles": "",
+        "peerNetworks": "10.244.0.0/16,fd00::/8",
+        "peerServeLimit": 2,
+        "roomWaitTimeout": 120.5,
+        "serveIdleTimeout": 30,
+        "keystoneTimeout": 300,
     }
     values = {**VALUE_SETS["agent-daemonset"], "agent.settings": settings}
     env = env_of(agent_container(render(values)))
@@ -173,6 +232,11 @@ def test_every_agent_setting_is_rendered_from_the_one_map(
         "IMAGECACHE_LOG_FORMAT": "text",
         "IMAGECACHE_LOG_LEVEL": "debug",
         "IMAGECACHE_DRAIN_TIMEOUT": "10",
+        "IMAGECACHE_PEER_NETWORKS": "10.244.0.0/16,fd00::/8",
+        "IMAGECACHE_PEER_SERVE_LIMIT": "2",
+        "IMAGECACHE_ROOM_WAIT_TIMEOUT": "120.5",
+        "IMAGECACHE_SERVE_IDLE_TIMEOUT": "30",
+        "IMAGECACHE_KEYSTONE_TIMEOUT": "300",
     }
     assert {k: v for k, v in env.items() if k in rendered} == rendered
     assert "IMAGECACHE_KEYSTONE_ROLES" not in env, "an empty string keeps the agent default"
@@ -182,9 +246,52 @@ def test_every_agent_setting_is_rendered_from_the_one_map(
         "IMAGECACHE_UPSTREAM",
         "IMAGECACHE_TOKEN_FILE",
         "IMAGECACHE_AUTH",
+        "IMAGECACHE_OPERATOR_SERVICE_ACCOUNT",
         "IMAGECACHE_MAX_SIZE",
     }
     assert set(env) == set(rendered) | chart_owned
+
+
+def test_kind_values_wire_per_pod_credentials(render: Callable[..., Rendering]) -> None:
+    """examples/values-kind.yaml as tests/e2e installs it: every piece per-pod tokens need."""
+    values = {"watchNamespaces": [NAMESPACE], "agent.upstream.url": HTTP_UPSTREAM}
+    rendering = render(values, files=[REPO / "examples" / "values-kind.yaml"])
+    operator_sa = "ic-imagecache-operator"
+    (operator,) = rendering.one("Deployment", operator_sa)["spec"]["template"]["spec"]["containers"]
+    operator_env = env_of(operator)
+    assert operator_env["IMAGECACHE_OPERATOR_AGENT_AUTH"] == "kubernetes"
+    assert operator_env["IMAGECACHE_OPERATOR_SERVICE_ACCOUNT"] == operator_sa
+    tokens = rendering.one("Role", f"{operator_sa}-agent-tokens")
+    assert tokens["metadata"]["namespace"] == NAMESPACE
+    assert tokens["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["serviceaccounts/token"],
+            "resourceNames": [operator_sa],
+            "verbs": ["create"],
+        }
+    ]
+    binding = rendering.one("RoleBinding", f"{operator_sa}-agent-tokens")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": operator_sa, "namespace": NAMESPACE}
+    ]
+    review = rendering.one("ClusterRoleBinding", f"{AGENT}-token-review")
+    assert review["subjects"] == [{"kind": "ServiceAccount", "name": AGENT, "namespace": NAMESPACE}]
+    assert rendering.one("ClusterRole", review["roleRef"]["name"])["rules"][0]["resources"] == [
+        "tokenreviews"
+    ]
+    workload = agent_workload(rendering)
+    assert workload["kind"] == "StatefulSet"
+    assert workload["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+    container = agent_container(rendering)
+    env = env_of(container)
+    assert env["IMAGECACHE_AUTH"] == "kubernetes"
+    assert env["IMAGECACHE_OPERATOR_SERVICE_ACCOUNT"] == (
+        f"system:serviceaccount:{NAMESPACE}:{operator_sa}"
+    )
+    assert env["IMAGECACHE_TOKEN_FILE"] == TOKEN_PATH, "the e2e probes use the shared token"
+    downward = {e["name"]: e["valueFrom"] for e in container["env"] if "valueFrom" in e}
+    assert downward["IMAGECACHE_POD_UID"] == {"fieldRef": {"fieldPath": "metadata.uid"}}
 
 
 def test_openstack_keystone_agent(render: Callable[..., Rendering]) -> None:
@@ -298,9 +405,13 @@ def test_network_policy_admits_operator_and_consumers(render: Callable[..., Rend
     operator_labels = rendering.one("Deployment", "ic-imagecache-operator")["spec"]["template"][
         "metadata"
     ]["labels"]
-    operator_peer, *consumers = rule["from"]
+    operator_peer, agent_peer, *consumers = rule["from"]
     assert operator_peer["podSelector"]["matchLabels"].items() <= operator_labels.items()
     assert not operator_peer["podSelector"]["matchLabels"].items() <= agent_labels.items()
+    # Fleet fill: agents reach each other's port (and only that port: one rule, one port).
+    assert agent_peer == {
+        "podSelector": {"matchLabels": policy["spec"]["podSelector"]["matchLabels"]}
+    }
     assert consumers == VALUE_SETS["network-policy"]["networkPolicy.consumers"]
 
 

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from tests.chart.conftest import NAMESPACE, Manifest, Rendering, env_of
+from tests.chart.conftest import CHART, NAMESPACE, Manifest, Rendering, env_of
 from tests.chart.values_sets import VALUE_SETS
 
 OPERATOR = "ic-imagecache-operator"
@@ -32,6 +33,7 @@ NAMESPACED_RULES: set[Rule] = {
     ("", "events", frozenset({"create", "patch"})),
 }
 LEASE_ROLE = f"{OPERATOR}-leader-election"
+TOKENS_ROLE = f"{OPERATOR}-agent-tokens"
 
 
 def rules_of(role: Manifest) -> set[Rule]:
@@ -65,9 +67,14 @@ def test_deployment_runs_the_operator_with_settings(defaults: Rendering) -> None
     assert "strategy" not in deployment["spec"], "elected replicas roll one by one"
     container = operator_container(defaults)
     assert container["command"] == ["imagecache-operator"]
-    assert container["image"] == "ghcr.io/imagecache/imagecache:0.1.0"
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert container["image"] == f"ghcr.io/imagecache/imagecache:{app_version}"
     assert env_of(container) == {
         "IMAGECACHE_OPERATOR_AGENT_TOKEN_FILE": "/var/run/secrets/imagecache/agent-token/token",
+        "IMAGECACHE_OPERATOR_AGENT_AUTH": "kubernetes",
+        "IMAGECACHE_OPERATOR_AGENT_TOKEN_SECONDS": "3600",
+        "IMAGECACHE_OPERATOR_SERVICE_ACCOUNT": OPERATOR,
+        "IMAGECACHE_OPERATOR_SERVICE_ACCOUNT_NAMESPACE": NAMESPACE,
         "IMAGECACHE_OPERATOR_AGENT_PORT": "9292",
         "IMAGECACHE_OPERATOR_POLL_INTERVAL": "2",
         "IMAGECACHE_OPERATOR_RECHECK_INTERVAL": "300",
@@ -103,6 +110,8 @@ def test_deployment_runs_the_operator_with_settings(defaults: Rendering) -> None
 def test_every_setting_is_rendered_from_the_one_map(render: Callable[..., Rendering]) -> None:
     """Each key of operator.settings reaches the env under its snake-case name, and only there."""
     settings = {
+        "agentAuth": "token-file",
+        "agentTokenSeconds": 900,
         "agentPort": 9393,
         "pollInterval": 0.5,
         "recheckInterval": 1000000,
@@ -123,6 +132,8 @@ def test_every_setting_is_rendered_from_the_one_map(render: Callable[..., Render
     }
     env = env_of(operator_container(render({"operator.settings": settings})))
     expected = {
+        "IMAGECACHE_OPERATOR_AGENT_AUTH": "token-file",
+        "IMAGECACHE_OPERATOR_AGENT_TOKEN_SECONDS": "900",
         "IMAGECACHE_OPERATOR_AGENT_PORT": "9393",
         "IMAGECACHE_OPERATOR_POLL_INTERVAL": "0.5",
         "IMAGECACHE_OPERATOR_RECHECK_INTERVAL": "1000000",
@@ -142,7 +153,12 @@ def test_every_setting_is_rendered_from_the_one_map(render: Callable[..., Render
         "IMAGECACHE_OPERATOR_LOG_LEVEL": "DEBUG",
     }
     assert {k: v for k, v in env.items() if k in expected} == expected
-    chart_owned = {"AGENT_TOKEN_FILE", "LEASE_NAMESPACE"}
+    chart_owned = {
+        "AGENT_TOKEN_FILE",
+        "LEASE_NAMESPACE",
+        "SERVICE_ACCOUNT",
+        "SERVICE_ACCOUNT_NAMESPACE",
+    }
     assert {k.removeprefix("IMAGECACHE_OPERATOR_") for k in env} - chart_owned == {
         k.removeprefix("IMAGECACHE_OPERATOR_") for k in expected
     }
@@ -200,8 +216,11 @@ def test_restricted_security_and_token_mount(defaults: Rendering) -> None:
 def test_cluster_wide_rbac_is_exactly_the_spec(defaults: Rendering) -> None:
     role = defaults.one("ClusterRole", OPERATOR)
     assert rules_of(role) == NAMESPACED_RULES
-    assert [r["metadata"]["name"] for r in defaults.of_kind("Role")] == [LEASE_ROLE]
-    assert [b["metadata"]["name"] for b in defaults.of_kind("RoleBinding")] == [LEASE_ROLE]
+    assert [r["metadata"]["name"] for r in defaults.of_kind("Role")] == [TOKENS_ROLE, LEASE_ROLE]
+    assert [b["metadata"]["name"] for b in defaults.of_kind("RoleBinding")] == [
+        TOKENS_ROLE,
+        LEASE_ROLE,
+    ]
     binding = defaults.one("ClusterRoleBinding", OPERATOR)
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -380,3 +399,30 @@ def test_whole_numbers_from_a_values_file_keep_no_exponent(
     env = env_of(operator_container(render(files=[values])))
     assert env["IMAGECACHE_OPERATOR_MAX_CONCURRENCY"] == "10000000"
     assert env["IMAGECACHE_OPERATOR_POLL_INTERVAL"] == "0.5"
+
+
+def test_per_pod_agent_tokens_only_for_the_operators_own_account(defaults: Rendering) -> None:
+    role = defaults.one("Role", TOKENS_ROLE)
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert role["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["serviceaccounts/token"],
+            "resourceNames": [OPERATOR],
+            "verbs": ["create"],
+        }
+    ]
+    binding = defaults.one("RoleBinding", TOKENS_ROLE)
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": OPERATOR, "namespace": NAMESPACE}
+    ]
+    for other in defaults.of_kind("ClusterRole") + defaults.of_kind("Role"):
+        if other["metadata"]["name"] != TOKENS_ROLE:
+            assert not [r for r in other["rules"] if "serviceaccounts/token" in r["resources"]]
+
+
+def test_token_file_mode_grants_no_token_requests(render: Callable[..., Rendering]) -> None:
+    rendering = render({"operator.settings.agentAuth": "token-file"})
+    assert not [r for r in rendering.of_kind("Role") if r["metadata"]["name"] == TOKENS_ROLE]
+    env = env_of(operator_container(rendering))
+    assert env["IMAGECACHE_OPERATOR_AGENT_AUTH"] == "token-file"

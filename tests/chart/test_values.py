@@ -123,6 +123,24 @@ def test_schema_objects_are_closed_and_described() -> None:
         pytest.param({"agent.cache.maxSize": "lots"}, "/agent/cache/maxSize", id="bad-max-size"),
         pytest.param({"agent.settings.workers": 0}, "/agent/settings/workers", id="no-workers"),
         pytest.param(
+            {"agent.settings.roomWaitTimeout": 0},
+            "/agent/settings/roomWaitTimeout",
+            id="room-wait-zero",
+        ),
+        pytest.param(
+            {"agent.settings.serveIdleTimeout": "60s"},
+            "/agent/settings/serveIdleTimeout",
+            id="idle-timeout-with-unit",
+        ),
+        pytest.param(
+            {"agent.settings.keystoneTimeout": 301},
+            "/agent/settings/keystoneTimeout",
+            id="keystone-timeout-past-agent-limit",
+        ),
+        pytest.param(
+            {"agent.settings.roomWaitTimout": 60}, "'roomWaitTimout' not allowed", id="typo-setting"
+        ),
+        pytest.param(
             {"securityContext.runAsUser": 0}, "/securityContext/runAsUser", id="root-user"
         ),
         pytest.param({"agent.enabled": "yes"}, "/agent/enabled", id="bool-as-string"),
@@ -183,7 +201,12 @@ def test_schema_refuses_bad_values(helm: str, values: dict[str, Any], expected: 
             id="retry-period-past-renew-deadline",
         ),
         pytest.param(
-            {"agent.enabled": True, "agent.upstream.url": "http://up/", "agent.auth": "keystone"},
+            {
+                "agent.enabled": True,
+                "agent.upstream.url": "http://up/",
+                "agent.auth": "keystone",
+                "operator.settings.agentAuth": "token-file",
+            },
             "agent.auth=keystone needs agent.openstack.cloud",
             id="keystone-without-cloud",
         ),

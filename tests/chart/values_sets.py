@@ -67,6 +67,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "openstack-keystone": {
         "agent.enabled": True,
         "agent.auth": "keystone",
+        "operator.settings.agentAuth": "token-file",
         "agent.upstream.url": "glance://",
         "agent.openstack": {
             "cloud": "glance-cache",

@@ -2,7 +2,10 @@
 
 Covers (one shared installation, but each test creates its own requests on its own image and
 deletes them, so any test runs alone under `-k`): a single-pod request reaching Cached and the
-bytes served by that agent matching the upstream image; a selector request cached on every agent
+bytes served by that agent matching the upstream image; the chart's per-pod agent credentials (a
+request Cached with them; a token of the operator's account minted for another pod's audience,
+or one of another account, refused by the agent; the shared token still read by the probes); a
+selector request cached on every agent
 with its summary counters; evictOnDelete removing the image from the agent when the request goes;
 an agent pod deleted (its emptyDir cache with it) and the request re-cached on the replacement;
 the elected operator force-killed, another replica taking the Lease and a new request still
@@ -113,6 +116,82 @@ def test_single_pod_request_is_cached(cluster: Cluster, cache_requests: Requests
     )
     reasons = {e["reason"] for e in json.loads(events)["items"]}
     assert "Cached" in reasons, reasons
+
+
+OPERATOR_ACCOUNT = f"{RELEASE}-imagecache-operator"
+AGENT_ACCOUNT = f"{RELEASE}-imagecache-agent"
+
+# Run inside an agent container: GET /v2/cache on loopback with the token read from stdin (never
+# on a command line); print the HTTP status.
+TOKEN_PROBE = """
+import sys, urllib.error, urllib.request
+token = sys.stdin.read().strip()
+request = urllib.request.Request('http://127.0.0.1:9292/v2/cache', headers={'X-Auth-Token': token})
+try:
+    with urllib.request.urlopen(request, timeout=20) as response:
+        print(response.status)
+except urllib.error.HTTPError as error:
+    print(error.code)
+"""
+
+
+def status_with_token(cluster: Cluster, pod: str, token: str) -> int:
+    out = cluster.kubectl(
+        "exec",
+        "-i",
+        pod,
+        "-n",
+        NAMESPACE,
+        "-c",
+        "agent",
+        "--",
+        "python",
+        "-c",
+        TOKEN_PROBE,
+        input_text=token,
+        timeout=90,
+    )
+    return int(out.strip().splitlines()[-1])
+
+
+def mint_token(cluster: Cluster, account: str, audience: str) -> str:
+    """A TokenRequest token of `account` for `audience`, as `kubectl create token` makes it."""
+    return cluster.kubectl(
+        "create",
+        "token",
+        account,
+        "-n",
+        NAMESPACE,
+        "--audience",
+        audience,
+        "--duration",
+        "10m",
+    ).strip()
+
+
+def test_per_pod_credentials_cache_and_work_for_their_pod_only(
+    cluster: Cluster, cache_requests: Requests
+) -> None:
+    """The chart's default: the operator sends each agent a token minted for that pod alone."""
+    operator = cluster.get("deployment", OPERATOR_ACCOUNT, NAMESPACE)
+    (container,) = operator["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env.get("IMAGECACHE_OPERATOR_AGENT_AUTH") == "kubernetes", env
+    # In this mode the operator sends only per-pod tokens: Cached means the agent's
+    # TokenReview (its ClusterRole, its POD_UID) and the operator's TokenRequest both worked.
+    image = IMAGES["perpod"]
+    cache_requests.create("perpod", image, pod=AGENTS[0])
+    cluster.wait_phase("perpod", NAMESPACE, "Cached")
+    assert_cached_on(cluster, AGENTS[0], image)
+
+    uids = {pod: cluster.get("pod", pod, NAMESPACE)["metadata"]["uid"] for pod in AGENTS}
+    own = mint_token(cluster, OPERATOR_ACCOUNT, f"imagecache.dev/agent/{uids[AGENTS[0]]}")
+    other_pods = mint_token(cluster, OPERATOR_ACCOUNT, f"imagecache.dev/agent/{uids[AGENTS[1]]}")
+    not_operator = mint_token(cluster, AGENT_ACCOUNT, f"imagecache.dev/agent/{uids[AGENTS[0]]}")
+    assert status_with_token(cluster, AGENTS[0], own) == 200, "the operator's token for this pod"
+    assert status_with_token(cluster, AGENTS[0], other_pods) == 401, "minted for another pod"
+    assert status_with_token(cluster, AGENTS[1], other_pods) == 200, "works at its own pod"
+    assert status_with_token(cluster, AGENTS[0], not_operator) == 401, "not the operator's"
 
 
 def test_selector_request_caches_on_every_agent(cluster: Cluster, cache_requests: Requests) -> None:

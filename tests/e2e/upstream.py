@@ -38,6 +38,7 @@ IMAGES = {
     "failover": GeneratedImage("e2e-failover-0005", 640 * 1024, 5),
     "policy": GeneratedImage("e2e-policy-0006", 256 * 1024, 6),
     "uninstall": GeneratedImage("e2e-uninstall-0007", 128 * 1024, 7),
+    "perpod": GeneratedImage("e2e-perpod-0008", 384 * 1024, 8),
 }
 
 GENERATE = (

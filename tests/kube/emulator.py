@@ -33,11 +33,12 @@ import kubernetes
 import yaml
 
 from tests.kube.client import KubeClient
-from tests.kube.faults import ANY, WRITE_VERBS, Fault, Faults, WriteRecord, fault_status
-from tests.kube.paths import parse_api_path
+from tests.kube.faults import ANY, WRITE_VERBS, Delay, Fault, Faults, WriteRecord, fault_status
+from tests.kube.paths import ApiPath, parse_api_path
 from tests.kube.resources import builtin_types
 from tests.kube.routes import Router, render_error
 from tests.kube.store import CRD_KEY, NS_KEY, Store
+from tests.kube.tokens import TokenAuthority
 
 REPO = Path(__file__).resolve().parents[2]
 CRD_PATH = REPO / "crds" / "imagecacherequests.yaml"
@@ -63,17 +64,24 @@ def _action(method: str, name: str | None, params: dict[str, str]) -> kmock.acti
 class StrictKubernetes(kmock.RawHandler):
     """A kmock handler whose fallback is the strict store; user reactions still come first.
 
-    Before either, a request without a bearer token is refused (401, as with anonymous auth
-    off), injected `faults` fail matching writes, and every write is logged in `writes` with
-    the token that sent it and the code it got.
+    Before either, a request without a bearer token, or with one `tokens` refuses (revoked, or
+    a service-account token minted for another audience), is refused (401, as with anonymous
+    auth off), injected `faults` delay matching requests and fail matching writes, and every
+    write is logged in `writes` with the token that sent it and the code it got. TokenRequest
+    and TokenReview are answered by `tokens` (see `tests.kube.tokens`).
     """
 
     router: Router = attrs.field(factory=lambda: Router(Store(builtin_types())))
     faults: Faults = attrs.field(factory=Faults)
     writes: list[WriteRecord] = attrs.field(factory=list)
+    tokens: TokenAuthority = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.fallback << self.router.serve
+        self.tokens = TokenAuthority(self._lookup)
+
+    def _lookup(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self.store.objects.get((("", "v1", plural), namespace, name))
 
     @property
     def store(self) -> Store:
@@ -110,9 +118,13 @@ class StrictKubernetes(kmock.RawHandler):
         auth = raw_request.headers.get("Authorization", "")
         scheme, _, credentials = auth.partition(" ")
         anonymous = scheme != "Bearer" or not credentials.strip()
-        if anonymous and raw_request.path not in _PUBLIC_PATHS and not _is_kubectl(raw_request):
+        public = raw_request.path in _PUBLIC_PATHS or _is_kubectl(raw_request)
+        if not public and (anonymous or not self.tokens.accepts_bearer(credentials.strip())):
             # An API server with anonymous auth off: a client that sends no token learns it here.
             return aiohttp.web.json_response(_UNAUTHORIZED, status=401)
+        delay = self.faults.delay_for(raw_request.method, path.plural)
+        if delay > 0:
+            await asyncio.sleep(delay)
         verb = WRITE_VERBS.get(raw_request.method) if path.is_resource else None
         if verb is None:
             return await self._serve(request, raw_request)
@@ -121,6 +133,8 @@ class StrictKubernetes(kmock.RawHandler):
         if code is not None:
             status = fault_status(code, verb=verb, resource=plural, name=path.name)
             response: aiohttp.web.StreamResponse = aiohttp.web.json_response(status, status=code)
+        elif _is_token_call(raw_request.method, path):
+            response = self._tokens(path, request.data)
         else:
             response = await self._serve(request, raw_request)
         self.writes.append(
@@ -137,6 +151,18 @@ class StrictKubernetes(kmock.RawHandler):
             )
         )
         return response
+
+    def _tokens(self, path: ApiPath, body: Any) -> aiohttp.web.StreamResponse:
+        """TokenRequest (``serviceaccounts/{name}/token``) or TokenReview, both 201."""
+        try:
+            if path.plural == "tokenreviews":
+                answer = self.tokens.review(body)
+            else:
+                answer = self.tokens.request(path.namespace or "", path.name or "", body)
+        except Exception as e:
+            code, status = render_error(e)
+            return aiohttp.web.json_response(status, status=code)
+        return aiohttp.web.json_response(answer, status=201)
 
     async def _serve(
         self, request: kmock.Request, raw_request: aiohttp.web.BaseRequest
@@ -172,6 +198,14 @@ _UNAUTHORIZED = {
     "reason": "Unauthorized",
     "code": 401,
 }
+
+
+def _is_token_call(method: str, path: ApiPath) -> bool:
+    if method != "POST":
+        return False
+    if (path.group, path.plural) == ("authentication.k8s.io", "tokenreviews"):
+        return path.name is None and path.namespace is None
+    return (path.group, path.plural, path.subresource) == ("", "serviceaccounts", "token")
 
 
 def _is_kubectl(raw_request: aiohttp.web.BaseRequest) -> bool:
@@ -345,8 +379,20 @@ class Emulator:
         return self.mock.faults.add(fault)
 
     def clear_faults(self) -> None:
-        """Stop failing writes."""
+        """Stop failing writes and delaying requests."""
         self.mock.faults.clear()
+
+    def delay(
+        self, seconds: float, *, resource: str | None = None, methods: Iterable[str] | None = None
+    ) -> Delay:
+        """Answer requests for `resource` (a plural; None: all) `seconds` late, until
+        ``.clear()`` (or `clear_faults`); `methods` limits it (e.g. ``{"GET", "PUT"}``)."""
+        chosen = None if methods is None else frozenset(m.upper() for m in methods)
+        return self.mock.faults.add_delay(Delay(seconds, resource, chosen))
+
+    def revoke_token(self, token: str) -> None:
+        """Refuse `token` (401) from now on: a rotated credential whose old value is dead."""
+        self.mock.tokens.revoke(token)
 
     @property
     def open_watches(self) -> int:

@@ -4,7 +4,8 @@ A `Fault` fails the writes that match it (verb, resource, subresource, token; No
 HTTP code and the Status body the real API server would send for that code: the next `times`
 matching writes, or every matching write for `seconds`, or until cleared. `WriteRecord` is one
 write as the emulator answered it, with who sent it (the bearer token, and the User-Agent), so a
-test can assert that exactly one operator wrote.
+test can assert that exactly one operator wrote. A `Delay` answers every matching request (reads
+too: a slow API server, e.g. Lease calls answered after 3 s) only after `seconds`.
 
 Faults are added from the test's thread and consumed on the emulator's: `Faults` holds a lock.
 """
@@ -102,11 +103,51 @@ class Fault:
 
 
 @dataclass
+class Delay:
+    """Answer matching requests (any method; None = any resource) `seconds` late."""
+
+    seconds: float
+    resource: str | None = None
+    methods: frozenset[str] | None = None
+    """HTTP methods delayed (None: all)."""
+    cleared: bool = False
+    delayed: int = 0
+    """How many requests it delayed so far."""
+
+    def clear(self) -> None:
+        self.cleared = True
+
+    def matches(self, method: str, resource: str | None) -> bool:
+        return (
+            not self.cleared
+            and (self.resource is None or self.resource == resource)
+            and (self.methods is None or method in self.methods)
+        )
+
+
+@dataclass
 class Faults:
-    """The faults in force, consulted for every write."""
+    """The faults in force, consulted for every write (and the delays, for every request)."""
 
     _faults: list[Fault] = field(default_factory=list)
+    _delays: list[Delay] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add_delay(self, delay: Delay) -> Delay:
+        with self._lock:
+            self._delays.append(delay)
+        return delay
+
+    def delay_for(self, method: str, resource: str | None) -> float:
+        """How long to hold this request before serving it (0: not at all)."""
+        with self._lock:
+            self._delays = [d for d in self._delays if not d.cleared]
+            longest = 0.0
+            for delay in self._delays:
+                if delay.matches(method, resource):
+                    delay.delayed += 1
+                    longest = max(longest, delay.seconds)
+            return longest
 
     def add(self, fault: Fault) -> Fault:
         with self._lock:
@@ -117,7 +158,10 @@ class Faults:
         with self._lock:
             for fault in self._faults:
                 fault.cleared = True
+            for delay in self._delays:
+                delay.cleared = True
             self._faults.clear()
+            self._delays.clear()
 
     def take(self, verb: str, resource: str, subresource: str | None, token: str) -> int | None:
         """The code to fail this write with (counting it against its fault), or None."""

@@ -19,6 +19,8 @@ from tests.kube.official import create_icr, get_icr, icr
 
 DEADLINE = 30.0
 
+FANOUT_DEFAULTS = {"enabled": True, "seeds": 1, "width": 4}  # the CRD defaults `fanout: {}`
+
 
 def make_registry(kube: Emulator) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
@@ -59,5 +61,10 @@ async def test_kopf_sees_objects_and_patches_status(
             await asyncio.sleep(0.1)
     assert runner.exit_code == 0, runner.output
     assert obj["status"]["message"] == "queued img-1"
-    assert obj["spec"] == {"image": "img-1", "pod": "p", "evictOnDelete": False}
+    assert obj["spec"] == {
+        "image": "img-1",
+        "pod": "p",
+        "evictOnDelete": False,
+        "fanout": FANOUT_DEFAULTS,
+    }
     assert obj["metadata"]["generation"] == 1  # kopf's annotations and status did not bump it

@@ -20,6 +20,8 @@ from tests.kube.official import create_icr, get_icr, patch_icr, status_of
 
 PREFIX = 'ImageCacheRequest.imagecache.dev "x" is invalid: '
 
+FANOUT_DEFAULTS = {"enabled": True, "seeds": 1, "width": 4}  # the CRD defaults `fanout: {}`
+
 
 def body(spec: dict[str, Any]) -> dict[str, Any]:
     return {
@@ -64,6 +66,21 @@ def body(spec: dict[str, Any]) -> dict[str, Any]:
             {"image": "img", "pod": "p", "port": "80"},
             'spec.port: Invalid value: "string": spec.port in body must be of type integer: "string"',  # noqa: E501 (the API server's wording)
             id="type",
+        ),
+        pytest.param(
+            {"image": "img", "pod": "p", "fanout": {"seeds": 0}},
+            None,
+            id="fanout-no-seed",
+        ),
+        pytest.param(
+            {"image": "img", "pod": "p", "fanout": {"width": 65}},
+            None,
+            id="fanout-too-wide",
+        ),
+        pytest.param(
+            {"image": "img", "pod": "p", "fanout": {"enabled": "yes"}},
+            None,
+            id="fanout-enabled-type",
         ),
         pytest.param(
             {
@@ -221,7 +238,12 @@ def test_immutable_fields_on_update(k8s: ApiClient, patch: dict[str, Any], messa
 
 def test_defaults_and_pruning(k8s: ApiClient) -> None:
     created = create_icr(k8s, body({"image": "img", "pod": "p", "bogus": 1}))
-    assert created["spec"] == {"image": "img", "pod": "p", "evictOnDelete": False}
+    assert created["spec"] == {
+        "image": "img",
+        "pod": "p",
+        "evictOnDelete": False,
+        "fanout": FANOUT_DEFAULTS,
+    }
     status = {"phase": "Cached", "extra": {"kept": True}, "progress": {"percent": 100, "junk": 1}}
     obj = patch_icr(k8s, "x", {"status": status}, status=True)
     assert obj["status"]["extra"] == {"kept": True}  # x-kubernetes-preserve-unknown-fields

@@ -144,12 +144,19 @@ def operator_settings(token_file: Path, **overrides: Any) -> OperatorSettings:
 
 
 async def start_operator(
-    kube: Emulator, *, token_file: Path, within: float = 20.0, **overrides: Any
+    kube: Emulator,
+    *,
+    token_file: Path | None,
+    within: float = 20.0,
+    login: Callable[..., kopf.ConnectionInfo] | None = None,
+    **overrides: Any,
 ) -> RunningOperator:
-    """Run an operator against the emulator in a thread; return once kopf is ready."""
-    settings = operator_settings(token_file, **overrides)
+    """Run an operator against the emulator in a thread; return once kopf is ready.
 
-    def login(**_: Any) -> kopf.ConnectionInfo:
+    `login` replaces the default one (the emulator's URL and token), e.g. to rotate tokens."""
+    settings = OperatorSettings(**{**FAST, "agent_token_file": token_file, **overrides})
+
+    def default_login(**_: Any) -> kopf.ConnectionInfo:
         return kopf.ConnectionInfo(server=kube.url, token=kube.token, default_namespace="default")
 
     stop, ready, metrics = threading.Event(), threading.Event(), OperatorMetrics()
@@ -159,7 +166,11 @@ async def start_operator(
         try:
             asyncio.run(
                 run_operator(
-                    settings, login=login, stop_flag=stop, ready_flag=ready, metrics=metrics
+                    settings,
+                    login=login or default_login,
+                    stop_flag=stop,
+                    ready_flag=ready,
+                    metrics=metrics,
                 )
             )
         except BaseException as error:

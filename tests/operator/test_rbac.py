@@ -1,8 +1,10 @@
 """The operator's API footprint matches the least-privilege RBAC of SPEC §4.3.
 
-Covers: every request the operator (kopf's user agent) sends to the API server during a
-lifecycle with evictOnDelete maps to one of the verbs/resources the chart grants: get/list/watch
-pods; list/watch/patch imagecacherequests; patch imagecacherequests/status; create events.
+Covers: every request the operator (kopf's user agent and its own client's, ``imagecache-
+operator``) sends to the API server during a lifecycle with evictOnDelete maps to one of the
+verbs/resources the chart grants: get/list/watch pods; list/watch/patch imagecacherequests; patch
+imagecacherequests/status; create events. (The per-pod TokenRequests, on the operator's own
+service account only, are checked in test_agent_credentials.py.)
 """
 
 from __future__ import annotations
@@ -59,7 +61,7 @@ async def test_operator_uses_only_the_granted_verbs(
     await wait_until(gone, within=20, what="object deleted")
     used = set()
     for request in kube.requests:
-        if not request.headers.get("User-Agent", "").startswith("kopf/"):
+        if not request.headers.get("User-Agent", "").startswith(("kopf/", "imagecache-operator")):
             continue
         path = request.url.path
         if path.startswith(("/api", "/apis")) and request.resource is None:

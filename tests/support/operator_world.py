@@ -48,9 +48,19 @@ class FakeAgents:
         """Endpoints whose listing is not the wire contract's shape."""
         self.gate: asyncio.Event | None = None
         """When set, every GET waits for it (a report in flight)."""
-        self.positions: list[str] = []
+        self.pod_uids: set[str | None] = set()
+        """The pod UIDs the calls named (each call must name its target's pod)."""
 
-    async def put_image(self, endpoint: str, image: str) -> int:
+    async def put_image(
+        self,
+        endpoint: str,
+        image: str,
+        *,
+        pod_uid: str | None = None,
+        source: str | None = None,
+        source_pod_uid: str | None = None,
+    ) -> int:
+        self.pod_uids.add(pod_uid)
         if self.down:
             raise AgentUnreachable("refused", endpoint=endpoint)
         self.puts.append(image)
@@ -58,7 +68,8 @@ class FakeAgents:
             self.queued.append(image)
         return 202
 
-    async def delete_image(self, endpoint: str, image: str) -> int:
+    async def delete_image(self, endpoint: str, image: str, *, pod_uid: str | None = None) -> int:
+        self.pod_uids.add(pod_uid)
         self.deletes.append(endpoint)
         if self.hang_deletes:
             await asyncio.Event().wait()
@@ -67,7 +78,8 @@ class FakeAgents:
         self.cached.discard(image)
         return 204
 
-    async def cache_report(self, endpoint: str) -> CacheListing:
+    async def cache_report(self, endpoint: str, *, pod_uid: str | None = None) -> CacheListing:
+        self.pod_uids.add(pod_uid)
         self.gets[endpoint] = self.gets.get(endpoint, 0) + 1
         await asyncio.sleep(0)
         if self.gate is not None:

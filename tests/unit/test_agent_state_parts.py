@@ -79,7 +79,14 @@ async def test_a_reservation_waits_for_room_held_by_others() -> None:
         locks.release_all(victims)
 
     locks = IdLocks()
-    room = Room(max_size=300, records=records, pins=Pins(lambda _: None), locks=locks, evict=evict)
+    room = Room(
+        max_size=300,
+        wait_timeout=60.0,
+        records=records,
+        pins=Pins(lambda _: None),
+        locks=locks,
+        evict=evict,
+    )
     for name in "abc":
         await room.reserve(name, 100)
     waiting = asyncio.ensure_future(room.reserve("d", 100))

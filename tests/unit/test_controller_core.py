@@ -19,6 +19,7 @@ from imagecache.core.status import (
     build_status,
     find_image,
     merge_patch,
+    room_needed,
     state_from_image,
     state_from_put,
     status_events,
@@ -34,6 +35,7 @@ from imagecache.core.targets import (
     selector_matches,
     target_action,
 )
+from imagecache.core.wire import image_report
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -277,6 +279,59 @@ def test_state_from_image(image: str, phase: str, reason: str, percent: int | No
 def test_failed_state_carries_the_agent_error() -> None:
     state = state_from_image(entry=find_image(report=REPORT, image_id="f"), pod_name="p")
     assert state.message == "checksum mismatch"
+
+
+def test_a_download_waiting_for_room_says_so_with_the_bytes_needed() -> None:
+    waiting = {
+        **REPORT,
+        "caching_images": [
+            {
+                "image_id": "k",
+                "state": "caching",
+                "size": None,
+                "bytes": 0,
+                "waiting_for_room": True,
+                "bytes_needed": 8 * 1024 * 1024,
+            }
+        ],
+    }
+    state = state_from_image(entry=find_image(report=waiting, image_id="k"), pod_name="p")
+    assert (state.phase, state.reason) == ("Caching", "WaitingForRoom")
+    assert "8.0 MiB more needed" in state.message and "on p" in state.message
+    queued = {**image_report("q", "queued", queue_position=0), "bytes_needed": 1024}
+    queued["waiting_for_room"] = True
+    state = state_from_image(entry=queued, pod_name="p")
+    assert (state.phase, state.reason, state.queue_position) == ("Queued", "WaitingForRoom", 0)
+    assert "1.0 KiB more needed" in state.message
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param({"waiting_for_room": False, "bytes_needed": 10}, id="not-waiting"),
+        pytest.param({"waiting_for_room": "yes", "bytes_needed": 10}, id="flag-not-bool"),
+        pytest.param({"waiting_for_room": True, "bytes_needed": "10"}, id="bytes-as-text"),
+        pytest.param({"waiting_for_room": True, "bytes_needed": True}, id="bytes-as-bool"),
+        pytest.param({"waiting_for_room": True, "bytes_needed": -1}, id="negative-bytes"),
+        pytest.param({"waiting_for_room": True}, id="no-bytes"),
+    ],
+)
+def test_room_wait_fields_off_contract_are_ignored(fields: dict[str, Any]) -> None:
+    entry: Any = {"image_id": "k", "state": "caching", "size": 100, "bytes": 25, **fields}
+    state = state_from_image(entry=entry, pod_name="p")
+    assert (state.phase, state.reason) == ("Caching", "Downloading")
+    assert room_needed(entry) is None
+
+
+def test_a_failed_download_is_never_shown_waiting_for_room() -> None:
+    entry: Any = {"image_id": "f", "state": "failed", "error": "NoRoom: 8 MiB"}
+    entry |= {"waiting_for_room": True, "bytes_needed": 10}
+    state = state_from_image(entry=entry, pod_name="p")
+    assert (state.phase, state.reason, state.message) == (
+        "Failed",
+        "CachingFailed",
+        "NoRoom: 8 MiB",
+    )
 
 
 @pytest.mark.parametrize(

@@ -69,7 +69,7 @@ async def test_queue_positions_post_no_events_and_are_throttled() -> None:
     world.add("r")
     positions = iter(range(8, 0, -1))
 
-    async def report(endpoint: str) -> CacheListing:
+    async def report(endpoint: str, *, pod_uid: str | None = None) -> CacheListing:
         ahead = [f"other-{n}" for n in range(next(positions, 0))]
         return {"cached_images": [], "queued_images": [*ahead, "img"]}
 
@@ -82,7 +82,7 @@ async def test_queue_positions_post_no_events_and_are_throttled() -> None:
     assert len(positions_written) == 2  # the first, and one status_interval later
 
 
-async def _accepted(endpoint: str, image: str) -> int:
+async def _accepted(endpoint: str, image: str, **_: Any) -> int:
     return 202
 
 

@@ -46,6 +46,7 @@ async def test_put_once_then_track_then_recache() -> None:
     assert world.status()["phase"] == "Queued"
     assert [reason for _, reason in world.writes.events] == ["Recaching"]
     assert world.agents.puts == ["img", "img"]
+    assert world.agents.pod_uids and None not in world.agents.pod_uids, "each call names its pod"
 
 
 async def test_restart_with_a_cached_status_checks_without_putting() -> None:
@@ -169,7 +170,7 @@ async def test_progress_only_changes_are_throttled() -> None:
     world.add("r")
     reports = iter([10, 20, 30, 40, 50, 60, 70])
 
-    async def caching(endpoint: str) -> CacheListing:
+    async def caching(endpoint: str, *, pod_uid: str | None = None) -> CacheListing:
         done = next(reports)
         return {
             "cached_images": [],

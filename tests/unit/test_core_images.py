@@ -117,7 +117,22 @@ def test_report() -> None:
         "queued_at",
         "started_at",
         "cached_at",
+        "source",
+        "peer_fallback",
+        "waiting_for_room",
+        "bytes_needed",
     }
+    assert shown["source"] == "upstream" and shown["peer_fallback"] is None
+    peer = ImageRecord("a", "caching", 1, source="http://10.0.0.2:9292")
+    assert images.report(peer, image_id="a", queue_position=0)["source"] == "http://10.0.0.2:9292"
+    fell = images.fall_back(peer, reason="peer failed")
+    assert (fell.source, fell.fallback, fell.bytes) == (None, "peer failed", 0)
+    assert not shown["waiting_for_room"] and shown["bytes_needed"] is None
+    waiting = images.report(caching, image_id="a", queue_position=0, bytes_needed=7)
+    assert waiting["waiting_for_room"] and waiting["bytes_needed"] == 7
+    assert not images.report(
+        ImageRecord("a", "cached", 1), image_id="a", queue_position=None, bytes_needed=7
+    )["waiting_for_room"]
 
 
 def test_cached_entry() -> None:
@@ -128,6 +143,7 @@ def test_cached_entry() -> None:
         "last_accessed": 5.0,
         "last_modified": 5.0,
         "size": 10,
+        "source": "upstream",
         "id": "a",
         "checksum": "c",
     }

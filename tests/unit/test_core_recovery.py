@@ -34,7 +34,7 @@ def facts(size: int, inode: int = 7, mtime_ns: int = 100) -> FileFacts:
 
 
 def seal(size: int, inode: int = 7, mtime_ns: int = 100) -> Seal:
-    return Seal(size=size, md5=MD5, inode=inode, mtime_ns=mtime_ns, cached_at=50.0)
+    return Seal(size=size, digest=MD5, md5=MD5, inode=inode, mtime_ns=mtime_ns, cached_at=50.0)
 
 
 def test_complete_cached_image_is_kept_unchanged() -> None:

@@ -159,3 +159,21 @@ def test_lease_config_timings(timings: dict[str, float], ok: bool) -> None:
     else:
         with pytest.raises(ValueError, match="lease timings"):
             build()
+
+
+@pytest.mark.parametrize(
+    ("renewed_at", "now", "left"),
+    [
+        pytest.param(None, 0.0, 0.0, id="not-held"),
+        pytest.param(100.0, 100.0, 10.0, id="just-renewed"),
+        pytest.param(100.0, 107.5, 2.5, id="within-deadline"),
+        pytest.param(100.0, 110.0, 0.0, id="at-deadline"),
+        pytest.param(100.0, 113.0, -3.0, id="past-deadline"),
+    ],
+)
+def test_leadership_left_counts_from_the_last_renewal_sent(
+    renewed_at: float | None, now: float, left: float
+) -> None:
+    from imagecache.core.leases import leadership_left
+
+    assert leadership_left(renewed_at=renewed_at, renew_deadline=10.0, now=now) == left

@@ -16,8 +16,14 @@ metadata:
     {{- end }}
 spec:
   serviceAccountName: {{ include "imagecache.agent.fullname" . }}
+  {{- if eq .Values.agent.auth "kubernetes" }}
+  # auth kubernetes: the agent's only API call is a TokenReview (agent-rbac.yaml), with the
+  # projected service-account token the kubelet rotates.
+  automountServiceAccountToken: true
+  {{- else }}
   # The agent never talks to the Kubernetes API.
   automountServiceAccountToken: false
+  {{- end }}
   enableServiceLinks: false
   terminationGracePeriodSeconds: {{ .Values.agent.terminationGracePeriodSeconds }}
   {{- with .Values.imagePullSecrets }}
@@ -40,6 +46,13 @@ spec:
           valueFrom:
             fieldRef:
               fieldPath: status.podIP
+        {{- if eq .Values.agent.auth "kubernetes" }}
+        # auth kubernetes: only tokens minted for imagecache.dev/agent/<this pod's UID> pass.
+        - name: IMAGECACHE_POD_UID
+          valueFrom:
+            fieldRef:
+              fieldPath: metadata.uid
+        {{- end }}
         {{- $upstreamToken := "" }}
         {{- if .Values.agent.upstream.tokenSecret }}
         {{- $upstreamToken = "/var/run/secrets/imagecache/upstream-token/token" }}
@@ -58,6 +71,9 @@ spec:
               "auth" .Values.agent.auth
               "osCloud" .Values.agent.openstack.cloud
               "selfUrl" .Values.agent.selfUrl }}
+        {{- if eq .Values.agent.auth "kubernetes" }}
+        {{- $_ := set $chartSettings "operatorServiceAccount" (printf "system:serviceaccount:%s:%s" .Release.Namespace (include "imagecache.operator.serviceAccountName" .)) }}
+        {{- end }}
         {{- $settings := merge $chartSettings (deepCopy .Values.agent.settings) }}
         {{- include "imagecache.settingsEnv" (dict "prefix" "IMAGECACHE_" "settings" $settings) | trim | nindent 8 }}
         {{- if .Values.agent.openstack.cloudsSecret }}

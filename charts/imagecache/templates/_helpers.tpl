@@ -156,6 +156,9 @@ seccompProfile:
 {{- if and (eq .Values.agent.cache.type "pvc") (ne .Values.agent.kind "StatefulSet") -}}
 {{- fail "agent.cache.type=pvc needs agent.kind=StatefulSet (a DaemonSet cannot claim a volume per pod)" -}}
 {{- end -}}
+{{- if and (eq .Values.operator.settings.agentAuth "kubernetes") (ne .Values.agent.auth "kubernetes") -}}
+{{- fail "operator.settings.agentAuth=kubernetes sends per-pod tokens that only agent.auth=kubernetes accepts: set both, or operator.settings.agentAuth=token-file" -}}
+{{- end -}}
 {{- if and (eq .Values.agent.auth "keystone") (not .Values.agent.openstack.cloud) -}}
 {{- fail "agent.auth=keystone needs agent.openstack.cloud (the clouds.yaml entry whose credentials validate tokens)" -}}
 {{- end -}}

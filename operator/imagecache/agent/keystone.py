@@ -10,13 +10,21 @@ application credentials alike). It gives:
 - the image endpoint from the service catalog (`image_endpoint`, for ``upstream = glance://``),
   with the interface and region of the cloud entry;
 - the validation of a *client's* token (`check`): ``GET /v3/auth/tokens`` with
-  ``X-Subject-Token`` through the session, its verdict kept in a `VerdictCache` until the token
-  expires (at most five minutes).
+  ``X-Subject-Token`` through the session, a positive verdict kept in a `VerdictCache` until
+  the token expires (at most five minutes), a negative one (unknown, expired, malformed) for
+  `NEGATIVE_VERDICT_AGE` seconds in a cache of its own, so bogus tokens never push out good
+  verdicts.
 
-Every keystoneauth call blocks, so each runs on this object's own small thread pool, which also
-bounds how many run at once. Errors::
+Limits (issue 16, item 7): every call is bounded by ``keystone_timeout`` (the session's
+timeout for each HTTP request, and the same bound around the whole call, so a Keystone that
+accepts and never answers costs a caller that long at most); keystoneauth blocks, so calls run
+on threads — two pools, one for validating client tokens and one for the agent's own
+authentication and catalog, so hung validations never starve downloads; a token longer than
+`MAX_TOKEN_LENGTH` or with characters no Keystone token has is invalid without asking
+(`plausible_token`); Keystone refusing a token as malformed (400) is an invalid token, not an
+outage. Errors::
 
-    KeystoneError             the cloud cannot be loaded, or Keystone cannot be asked
+    KeystoneError             the cloud cannot be loaded, or Keystone cannot be asked (in time)
 """
 
 from __future__ import annotations
@@ -44,10 +52,16 @@ T = TypeVar("T")
 
 MAX_VERDICT_AGE = 300.0  # seconds a validation is trusted, at most
 MAX_VERDICTS = 4096  # validations kept; the oldest go first
-THREADS = 4  # keystoneauth calls in flight at once
-MAX_PENDING_CHECKS = 64  # distinct client tokens being validated at once; more: 503
+NEGATIVE_VERDICT_AGE = 30.0  # seconds a refusal (unknown, expired, malformed token) is kept
+MAX_NEGATIVE_VERDICTS = 4096  # refusals kept (their own cache: they never evict acceptances)
+VALIDATION_THREADS = 4  # client-token validations in flight at once
+OWN_THREADS = 2  # the agent's own authentication and catalog calls in flight at once
+MAX_PENDING_CHECKS = 1024  # distinct client tokens being validated at once, all clients
+MAX_TOKEN_LENGTH = 2048  # characters; Fernet tokens are ~200, JWS ~800 (Keystone: 400 beyond
+# its max_token_size, 255 by default)
 
 Outcome = Literal["allowed", "invalid", "forbidden"]
+Pool = Literal["validation", "own"]
 
 
 class KeystoneError(Exception):
@@ -108,6 +122,17 @@ class VerdictCache:
         return len(self._entries)
 
 
+def plausible_token(token: str) -> bool:
+    """Whether `token` could be a Keystone token: printable ASCII, no spaces, at most
+    `MAX_TOKEN_LENGTH` characters. Anything else is refused without asking Keystone."""
+    return (
+        0 < len(token) <= MAX_TOKEN_LENGTH
+        and token.isascii()
+        and token.isprintable()
+        and (" " not in token)
+    )
+
+
 def load_cloud(name: str) -> CloudRegion:
     """The clouds.yaml entry `name` (``OS_CLIENT_CONFIG_FILE`` or the usual places)."""
     try:
@@ -134,34 +159,46 @@ class Keystone:
         *,
         required_roles: frozenset[str],
         clock: Callable[[], float],
+        timeout: float = 10.0,
     ) -> None:
         self.cloud = cloud
         self.required_roles = required_roles
         self.clock = clock
+        self.timeout = timeout
         self.verdicts = VerdictCache()
+        self.refusals = VerdictCache(MAX_NEGATIVE_VERDICTS)
         self._session: Session | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._pools: dict[Pool, ThreadPoolExecutor] = {}
         self._checking: dict[str, asyncio.Future[Verdict]] = {}
 
     @property
     def session(self) -> Session:
         if self._session is None:
-            self._session = self.cloud.get_session()
+            session = self.cloud.get_session()
+            session.timeout = self.timeout  # each HTTP request, the agent's own auth included
+            self._session = session
         return self._session
 
-    async def _run(self, call: Callable[[], T]) -> T:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(THREADS, thread_name_prefix="keystone")
+    async def _run(self, call: Callable[[], T], *, pool: Pool) -> T:
+        """`call` on `pool`'s threads, bounded by ``keystone_timeout`` (`KeystoneError`)."""
+        executor = self._pools.get(pool)
+        if executor is None:
+            threads = VALIDATION_THREADS if pool == "validation" else OWN_THREADS
+            executor = ThreadPoolExecutor(threads, thread_name_prefix=f"keystone-{pool}")
+            self._pools[pool] = executor
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, call)
+            async with asyncio.timeout(self.timeout):
+                return await loop.run_in_executor(executor, call)
+        except TimeoutError as error:
+            raise KeystoneError(f"Keystone did not answer within {self.timeout:g}s") from error
         except (ks_exceptions.ClientException, sdk_exceptions.SDKException) as error:
             raise KeystoneError(f"Keystone: {error}") from error
 
     async def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = None
+        for executor in self._pools.values():
+            executor.shutdown(wait=False, cancel_futures=True)
+        self._pools.clear()
         if self._session is not None:
             self._session.session.close()
             self._session = None
@@ -169,14 +206,14 @@ class Keystone:
     # --- the agent's own identity ------------------------------------------------------------
     async def auth_headers(self) -> dict[str, str]:
         """``X-Auth-Token`` for the upstream; renewed by keystoneauth before it expires."""
-        headers = await self._run(self.session.get_auth_headers)
+        headers = await self._run(self.session.get_auth_headers, pool="own")
         if not headers:
             raise KeystoneError("Keystone gave no token")
         return {str(k): str(v) for k, v in headers.items()}
 
     async def invalidate(self) -> None:
         """Forget the agent's token (the upstream refused it): the next call re-authenticates."""
-        await self._run(self.session.invalidate)
+        await self._run(self.session.invalidate, pool="own")
 
     async def image_endpoint(self) -> str:
         """The image service's endpoint from the catalog (the cloud entry's interface/region)."""
@@ -188,7 +225,8 @@ class Keystone:
                 service_type="image",
                 interface=interface,
                 region_name=region,
-            )
+            ),
+            pool="own",
         )
         if not endpoint:
             raise KeystoneError(
@@ -197,17 +235,29 @@ class Keystone:
         return strip_version(endpoint)
 
     # --- client tokens -----------------------------------------------------------------------
-    async def check(self, token: str) -> Outcome:
-        """Allowed, invalid (unknown or expired) or forbidden (valid, none of the roles).
-
-        A cached verdict answers at once; concurrent checks of one token share one call; at
-        most `MAX_PENDING_CHECKS` distinct tokens wait for Keystone at once (`KeystoneError`
-        beyond, which the middleware answers 503), so a flood of bogus tokens stays bounded.
-        """
+    def known(self, token: str) -> Outcome | None:
+        """The cached verdict on `token`, if any: answered without a thread or a wait."""
+        if not plausible_token(token):
+            return "invalid"
         now = self.clock()
-        cached = self.verdicts.get(token, now=now)
-        if cached is not None:
-            return cached.outcome
+        for cache in (self.verdicts, self.refusals):
+            verdict = cache.get(token, now=now)
+            if verdict is not None:
+                return verdict.outcome
+        return None
+
+    async def check(self, token: str) -> Outcome:
+        """Allowed, invalid (unknown, expired or malformed) or forbidden (valid, none of the
+        roles).
+
+        A cached verdict (or an implausible token) answers at once; concurrent checks of one
+        token share one call; at most `MAX_PENDING_CHECKS` distinct tokens wait for Keystone
+        at once (`KeystoneError` beyond, which the middleware answers 503; it also bounds
+        validations per client, so one client's flood never reaches this bound alone).
+        """
+        known = self.known(token)
+        if known is not None:
+            return known
         key = VerdictCache.key(token)
         pending = self._checking.get(key)
         if pending is None:
@@ -220,10 +270,11 @@ class Keystone:
         return verdict.outcome
 
     async def _validate(self, token: str) -> Verdict:
-        response = await self._run(functools.partial(self._get_token, token))
+        response = await self._run(functools.partial(self._get_token, token), pool="validation")
         now = self.clock()
-        if response.status_code == 404:  # unknown, revoked or expired
-            verdict = Verdict("invalid", now)
+        if response.status_code in (400, 404):  # malformed; unknown, revoked or expired
+            verdict = Verdict("invalid", now + NEGATIVE_VERDICT_AGE)
+            self.refusals.put(token, verdict)
         elif response.status_code == 200:
             try:
                 info = access.create(body=response.json(), auth_token=token)
@@ -238,7 +289,11 @@ class Keystone:
                 required=self.required_roles,
                 now=now,
             )
-            self.verdicts.put(token, verdict)
+            if verdict.outcome == "invalid":  # expired already
+                verdict = Verdict("invalid", now + NEGATIVE_VERDICT_AGE)
+                self.refusals.put(token, verdict)
+            else:
+                self.verdicts.put(token, verdict)
         else:  # 401/403: the agent's own credentials (keystoneauth retried a 401 already)
             raise KeystoneError(f"Keystone answered {response.status_code} validating a token")
         return verdict
@@ -259,9 +314,13 @@ class Keystone:
 
 
 def make_keystone(
-    os_cloud: str | None, *, roles: frozenset[str], clock: Callable[[], float]
+    os_cloud: str | None,
+    *,
+    roles: frozenset[str],
+    clock: Callable[[], float],
+    timeout: float,
 ) -> Keystone | None:
     """The `Keystone` of the ``os_cloud`` setting, or None without one (reads clouds.yaml)."""
     if os_cloud is None:
         return None
-    return Keystone(load_cloud(os_cloud), required_roles=roles, clock=clock)
+    return Keystone(load_cloud(os_cloud), required_roles=roles, clock=clock, timeout=timeout)

@@ -48,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from imagecache.agent.logs import configure_logging
     from imagecache.agent.preflight import check_paths
     from imagecache.agent.settings import SettingsError, load_settings
+    from imagecache.agent.token_review import TokenReviewError
 
     try:
         settings = load_settings(argv)
@@ -70,6 +71,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(
             f"imagecache-agent: invalid setting os_cloud (--os-cloud / IMAGECACHE_OS_CLOUD): "
             f"{error}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    except TokenReviewError as error:  # auth kubernetes without a way to the API
+        print(
+            f"imagecache-agent: invalid setting kubeconfig (--kubeconfig / IMAGECACHE_KUBECONFIG):"
+            f" {error}",
             file=sys.stderr,
         )
         sys.exit(2)

@@ -32,6 +32,30 @@ class AgentMetrics:
         self.downloaded = Counter(
             "imagecache_downloaded_bytes", "Bytes received from the upstream.", registry=r
         )
+        self.peer_downloaded = Counter(
+            "imagecache_peer_downloaded_bytes",
+            "Bytes received from peer agents (fleet fill), verified against the upstream's "
+            "metadata before they are committed.",
+            registry=r,
+        )
+        self.peer_fallbacks = Counter(
+            "imagecache_peer_fallbacks",
+            "Downloads that fell back from a peer to the upstream, by reason (connection, "
+            "stall, not_found, unauthorized, busy, truncated, verification, no_digest, "
+            "no_credential, ...).",
+            ["reason"],
+            registry=r,
+        )
+        self.peer_serving = Gauge(
+            "imagecache_peer_transfers",
+            "Cached images being sent to other agents now (at most peer_serve_limit).",
+            registry=r,
+        )
+        self.peer_busy = Counter(
+            "imagecache_peer_reads_refused",
+            "Peer reads answered 429 because peer_serve_limit transfers were running.",
+            registry=r,
+        )
         self.duration = Histogram(
             "imagecache_download_duration_seconds",
             "Time to cache one image (successful downloads).",

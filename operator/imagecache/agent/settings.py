@@ -20,6 +20,8 @@ from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from imagecache import settings_cli
+from imagecache.agent.peer_policy import Network, parse_networks
+from imagecache.core.podtokens import agent_audience, is_service_account_username
 from imagecache.core.sizes import parse_size
 from imagecache.settings_cli import SettingsError as SettingsError
 from imagecache.settings_cli import env_var, flag
@@ -51,11 +53,29 @@ class AgentSettings(BaseSettings):
         description="File of accepted client tokens, one per line; re-read when it changes. "
         "Without it the API is open (loopback only, unless --insecure-no-auth).",
     )
-    auth: Literal["token-file", "keystone"] = Field(
+    auth: Literal["token-file", "keystone", "kubernetes"] = Field(
         "token-file",
-        description="How clients are authenticated: token-file (the tokens of --token-file) "
-        "or keystone (X-Auth-Token validated against Keystone with --os-cloud's credentials, "
-        "one of --keystone-roles required; the tokens of --token-file are accepted too).",
+        description="How clients are authenticated: token-file (the tokens of --token-file), "
+        "keystone (X-Auth-Token validated against Keystone with --os-cloud's credentials, "
+        "one of --keystone-roles required) or kubernetes (a token accepted only after a "
+        "Kubernetes TokenReview says it is --operator-service-account's, minted for the "
+        "audience imagecache.dev/agent/<--pod-uid>); in both the tokens of --token-file are "
+        "accepted too.",
+    )
+    pod_uid: str | None = Field(
+        None,
+        description="This pod's UID (downward API metadata.uid); auth kubernetes accepts only "
+        "tokens minted for the audience imagecache.dev/agent/<pod-uid>.",
+    )
+    operator_service_account: str | None = Field(
+        None,
+        description="auth kubernetes: the only user whose tokens are accepted, "
+        "system:serviceaccount:<namespace>:<name> (the operator's service account).",
+    )
+    kubeconfig: Path | None = Field(
+        None,
+        description="auth kubernetes: a kubeconfig for the TokenReview calls (server, CA, "
+        "token or tokenFile); unset: the in-cluster service account.",
     )
     os_cloud: str | None = Field(
         None,
@@ -99,6 +119,19 @@ class AgentSettings(BaseSettings):
     cache_on_read: bool = Field(
         True, description="A miss on GET /v2/images/{id}/file also queues the image."
     )
+    peer_networks: str = Field(
+        "",
+        description="Fleet fill: comma-separated CIDRs (e.g. 10.244.0.0/16) of the peer agents a "
+        "PUT may name in X-Image-Cache-Source (from the operator's credential only). Empty: the "
+        "header is refused with 400.",
+    )
+    peer_serve_limit: int = Field(
+        4,
+        ge=1,
+        le=1024,
+        description="Fleet fill: other agents' reads of cached images served at once; beyond "
+        "it a peer read is answered 429 with Retry-After.",
+    )
     log_format: Literal["text", "json"] = Field("text", description="Log line format.")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Least severe level logged."
@@ -123,6 +156,27 @@ class AgentSettings(BaseSettings):
         description="Seconds a new connection has to send its complete request head; "
         "slower clients (slowloris) are disconnected.",
     )
+    room_wait_timeout: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds a download waits for room under max_size (images being served "
+        "or reserved by other downloads) before it fails with reason NoRoom; a later PUT "
+        "tries again. The waiting download does not hold a worker.",
+    )
+    serve_idle_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a client may go without reading a cached image being served "
+        "before it is disconnected (the file is pinned, not evictable, while served).",
+    )
+    keystone_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds any one Keystone call (token validation, the agent's own "
+        "authentication, the catalog) may take; then it fails (503 for a client, a "
+        "transient upstream error for a download).",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -134,6 +188,12 @@ class AgentSettings(BaseSettings):
     def _parse_size(cls, value: Any) -> Any:
         if isinstance(value, str | int) and not isinstance(value, bool):
             return parse_size(value)
+        return value
+
+    @field_validator("peer_networks")
+    @classmethod
+    def _check_peer_networks(cls, value: str) -> str:
+        parse_networks(value)
         return value
 
     @field_validator("listen")
@@ -200,6 +260,24 @@ class AgentSettings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _check_kubernetes(self) -> AgentSettings:
+        if self.auth != "kubernetes":
+            return self
+        if self.pod_uid is None:
+            raise ValueError("pod_uid: auth kubernetes needs this pod's UID (downward API)")
+        try:
+            agent_audience(self.pod_uid)
+        except ValueError as error:
+            raise ValueError(f"pod_uid: {error}") from None
+        account = self.operator_service_account
+        if account is None or not is_service_account_username(account):
+            raise ValueError(
+                "operator_service_account: auth kubernetes needs the operator's service "
+                "account as system:serviceaccount:<namespace>:<name>"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _refuse_open_network(self) -> AgentSettings:
         host, _ = split_listen(self.listen)
         open_api = self.token_file is None and self.auth == "token-file"
@@ -217,6 +295,11 @@ class AgentSettings(BaseSettings):
     @property
     def port(self) -> int:
         return split_listen(self.listen)[1]
+
+    @property
+    def peers(self) -> tuple[Network, ...]:
+        """`peer_networks` parsed (empty: no peer hint is accepted)."""
+        return parse_networks(self.peer_networks)
 
     @property
     def roles(self) -> frozenset[str]:

@@ -3,25 +3,24 @@
 `AgentPort` is the narrow interface the reconciler uses: queue an image (``PUT``), evict it
 (``DELETE``), read the agent's report (``GET /v2/cache``). `HttpAgents` implements it with one
 shared aiohttp session: at most ``max_concurrency`` requests in flight, ``request_timeout`` per
-request, the token from ``agent_token_file`` (re-read whenever the file changes), and each
-request counted in the metrics by outcome. Every listing is checked against the wire contract
-(`core.wire.parse_listing`) before the reconciler sees it: a malformed one is that agent's
-`AgentProtocolError`, never the loop's exception.
-
-Two small places on purpose: `auth_headers` builds the credential sent to one target, and
-`put_image` is the one path that sends a ``PUT``.
+request, the credential headers for each target from an `AgentCredentials` (controller/
+credentials.py: the shared token file, or a per-pod token), and each request counted in the
+metrics by outcome. Callers pass the target's ``pod_uid``: a per-pod credential needs it.
+Every listing is checked against the wire contract (`core.wire.parse_listing`) before the
+reconciler sees it: a malformed one is that agent's `AgentProtocolError`, never the loop's
+exception.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
 
+from imagecache.controller.credentials import AgentCredentials
+from imagecache.controller.credentials import TokenFile as TokenFile
 from imagecache.controller.errors import (
     AgentError,
     AgentProtocolError,
@@ -29,58 +28,56 @@ from imagecache.controller.errors import (
     AgentUnreachable,
 )
 from imagecache.controller.metrics import OperatorMetrics
-from imagecache.core.wire import CacheListing, WireError, parse_listing
+from imagecache.core.wire import (
+    SOURCE_HEADER,
+    SOURCE_TOKEN_HEADER,
+    CacheListing,
+    WireError,
+    parse_listing,
+)
 
 
 class AgentPort(Protocol):
     """What the reconciler needs from an agent at ``endpoint`` (``http://ip:port``)."""
 
-    async def put_image(self, endpoint: str, image: str) -> int:
-        """``PUT /v2/cache/{image}``: 202, 404 or 400; raises AgentUnreachable/Unauthorized."""
+    async def put_image(
+        self,
+        endpoint: str,
+        image: str,
+        *,
+        pod_uid: str | None = None,
+        source: str | None = None,
+        source_pod_uid: str | None = None,
+    ) -> int:
+        """``PUT /v2/cache/{image}``: 202, 404 or 400; raises AgentUnreachable/Unauthorized.
+
+        `source`: a peer agent's base URL the image is filled from (``X-Image-Cache-Source``,
+        fleet fill), with the credential that lets the target read from that peer (the peer
+        pod `source_pod_uid`'s peer-read token, or the shared token).
+        """
         ...
 
-    async def delete_image(self, endpoint: str, image: str) -> int:
+    async def delete_image(self, endpoint: str, image: str, *, pod_uid: str | None = None) -> int:
         """``DELETE /v2/cache/{image}``: 204 or 404; raises AgentUnreachable/Unauthorized."""
         ...
 
-    async def cache_report(self, endpoint: str) -> CacheListing:
+    async def cache_report(self, endpoint: str, *, pod_uid: str | None = None) -> CacheListing:
         """``GET /v2/cache``; raises AgentUnreachable/Unauthorized/AgentProtocolError."""
         ...
-
-
-class TokenFile:
-    """A token read from a file, re-read when the file's mtime, size or inode changes."""
-
-    def __init__(self, path: Path | None) -> None:
-        self._path = path
-        self._stamp: tuple[int, int, int] | None = None
-        self._token: str | None = None
-
-    def current(self) -> str | None:
-        """The first non-empty line of the file (None without a file or when it is missing)."""
-        if self._path is None:
-            return None
-        try:
-            info = os.stat(self._path)
-        except OSError:
-            self._stamp, self._token = None, None
-            return None
-        stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
-        if stamp != self._stamp:
-            text = self._path.read_text(encoding="utf-8", errors="replace")
-            lines = [line.strip() for line in text.splitlines() if line.strip()]
-            self._token = lines[0] if lines else None
-            self._stamp = stamp
-        return self._token
 
 
 class HttpAgents:
     """`AgentPort` over HTTP. Use as an async context manager (it owns the session)."""
 
     def __init__(
-        self, *, token: TokenFile, timeout: float, max_concurrency: int, metrics: OperatorMetrics
+        self,
+        *,
+        credentials: AgentCredentials,
+        timeout: float,
+        max_concurrency: int,
+        metrics: OperatorMetrics,
     ) -> None:
-        self._token = token
+        self._credentials = credentials
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._limit = asyncio.Semaphore(max_concurrency)
         self._max_concurrency = max_concurrency
@@ -97,24 +94,46 @@ class HttpAgents:
             await self._session.close()
             self._session = None
 
-    def auth_headers(self, endpoint: str) -> dict[str, str]:
-        """The credential headers sent to the agent at `endpoint` (none without a token)."""
-        token = self._token.current()
-        return {"X-Auth-Token": token} if token else {}
-
-    async def put_image(self, endpoint: str, image: str) -> int:
-        """The one place a ``PUT`` is sent to an agent."""
+    async def put_image(
+        self,
+        endpoint: str,
+        image: str,
+        *,
+        pod_uid: str | None = None,
+        source: str | None = None,
+        source_pod_uid: str | None = None,
+    ) -> int:
+        extra = await self._source_headers(source, source_pod_uid)
         status, _ = await self._call(
-            "PUT", endpoint, f"/v2/cache/{image}", accept=(202, 404, 400), headers={}
+            "PUT",
+            endpoint,
+            f"/v2/cache/{image}",
+            accept=(202, 404, 400),
+            pod_uid=pod_uid,
+            extra=extra,
         )
         return status
 
-    async def delete_image(self, endpoint: str, image: str) -> int:
-        status, _ = await self._call("DELETE", endpoint, f"/v2/cache/{image}", accept=(204, 404))
+    async def _source_headers(
+        self, source: str | None, source_pod_uid: str | None
+    ) -> dict[str, str]:
+        """The peer to name and the token that lets the target read from it (fleet fill)."""
+        if source is None:
+            return {}
+        peer = await self._credentials.peer_headers_for(endpoint=source, pod_uid=source_pod_uid)
+        token = peer.get("X-Auth-Token")
+        return {SOURCE_HEADER: source, **({SOURCE_TOKEN_HEADER: token} if token else {})}
+
+    async def delete_image(self, endpoint: str, image: str, *, pod_uid: str | None = None) -> int:
+        status, _ = await self._call(
+            "DELETE", endpoint, f"/v2/cache/{image}", accept=(204, 404), pod_uid=pod_uid
+        )
         return status
 
-    async def cache_report(self, endpoint: str) -> CacheListing:
-        _, body = await self._call("GET", endpoint, "/v2/cache", accept=(200,), want_json=True)
+    async def cache_report(self, endpoint: str, *, pod_uid: str | None = None) -> CacheListing:
+        _, body = await self._call(
+            "GET", endpoint, "/v2/cache", accept=(200,), want_json=True, pod_uid=pod_uid
+        )
         try:
             return parse_listing(body)
         except WireError as error:
@@ -130,13 +149,13 @@ class HttpAgents:
         *,
         accept: tuple[int, ...],
         want_json: bool = False,
-        headers: dict[str, str] | None = None,
+        pod_uid: str | None = None,
+        extra: dict[str, str] | None = None,
     ) -> tuple[int, Any]:
         assert self._session is not None, "HttpAgents used outside its context"
-        headers = dict(headers or {})
-        if method == "PUT":
-            headers["Content-Length"] = "0"
-        headers.update(self.auth_headers(endpoint))
+        headers = {"Content-Length": "0"} if method == "PUT" else {}
+        headers.update(extra or {})
+        headers.update(await self._credentials.headers_for(endpoint=endpoint, pod_uid=pod_uid))
         started = time.monotonic()
         outcome = "error"
         try:

@@ -5,6 +5,7 @@
     ControllerError
      ├── AgentError               talking to an agent went wrong
      │    ├── AgentUnreachable    connection refused/reset, timeout, 5xx
+     │    │    └── CredentialUnavailable  no credential for this agent (TokenRequest failed)
      │    ├── AgentUnauthorized   401/403: the agent refused our token
      │    └── AgentProtocolError  an answer that is not the documented shape
      └── RequestSpecError         an object the CRD should have refused (never retried)
@@ -34,6 +35,11 @@ class AgentError(ControllerError):
 
 class AgentUnreachable(AgentError):
     """No usable answer: connection error, timeout or a 5xx."""
+
+
+class CredentialUnavailable(AgentUnreachable):
+    """The operator could not get a credential for this agent (e.g. the TokenRequest failed):
+    nothing was sent; retried with backoff like an unreachable agent."""
 
 
 class AgentUnauthorized(AgentError):

@@ -2,9 +2,12 @@
 
 kopf watches (indexes) and owns the evict-on-delete finalizer; everything else the operator
 writes goes through `KubernetesWrites`: the status merge patch of an ImageCacheRequest and the
-events posted on it. `ApiWrites` implements it on a `kubernetes_asyncio` ApiClient built by
-`api_client_from` from the same `kopf.ConnectionInfo` kopf logs in with (so a test pointing kopf
-at the emulator points these writes there too); leader election uses the same ApiClient.
+events posted on it. `ApiWrites` implements it on the operator's one ApiClient
+(`controller.kubeclient`: the same login as kopf's, refreshing credentials); leader election
+uses the same ApiClient.
+
+Every write first asks its `WriteGate` (the leader elector: how long this process may still
+write); none is sent once leadership ran out, and none may take longer than what is left of it.
 
 Any failure of a write is raised as `WriteFailed` (HTTP status when there is one); the caller
 logs it, counts it and tries again on a later tick.
@@ -12,16 +15,12 @@ logs it, counts it and tries again on a later tick.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import aiohttp
-import kopf
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio.client.exceptions import ApiException
 
@@ -69,49 +68,6 @@ class KubernetesWrites(Protocol):
         ...
 
 
-def _as_text(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _pem_file(data: str | bytes, name: str) -> str:
-    """Write PEM data (raw or base64, as kubeconfigs hold it) to a private file; its path."""
-    text = _as_text(data)
-    if "-----BEGIN" not in text:
-        text = base64.b64decode(text).decode()
-    path = os.path.join(tempfile.mkdtemp(prefix="imagecache-kube-"), name)
-    with open(path, "w", encoding="ascii") as handle:
-        handle.write(text)
-    return path
-
-
-def api_client_from(info: kopf.ConnectionInfo) -> k8s.ApiClient:
-    """A kubernetes_asyncio ApiClient talking to the server kopf logged in to, as kopf does."""
-    config = k8s.Configuration(host=info.server)
-    if info.token:
-        config.api_key = {"BearerToken": info.token}  # the name kubernetes_asyncio reads
-        config.api_key_prefix = {"BearerToken": info.scheme or "Bearer"}
-    if info.username is not None:
-        config.username = info.username
-        config.password = info.password
-    if info.ca_path:
-        config.ssl_ca_cert = os.fsdecode(info.ca_path)
-    elif info.ca_data:
-        config.ssl_ca_cert = _pem_file(info.ca_data, "ca.crt")
-    if info.certificate_path:
-        config.cert_file = os.fsdecode(info.certificate_path)
-    elif info.certificate_data:
-        config.cert_file = _pem_file(info.certificate_data, "tls.crt")
-    if info.private_key_path:
-        config.key_file = os.fsdecode(info.private_key_path)
-    elif info.private_key_data:
-        config.key_file = _pem_file(info.private_key_data, "tls.key")
-    if info.insecure:
-        config.verify_ssl = False
-    if info.proxy_url:
-        config.proxy = info.proxy_url
-    return k8s.ApiClient(configuration=config)
-
-
 async def _answer(response: aiohttp.ClientResponse, what: str) -> bytes:
     """The body of a raw answer (``_preload_content=False``); `WriteFailed` unless 2xx."""
     try:
@@ -123,23 +79,44 @@ async def _answer(response: aiohttp.ClientResponse, what: str) -> bytes:
     return body
 
 
+class WriteGate(Protocol):
+    """Whether this process may write now (`imagecache.controller.leader.LeaderElector`)."""
+
+    def write_budget(self) -> float:
+        """Seconds this process may still write (<= 0: not at all)."""
+        ...
+
+
 class ApiWrites:
     """`KubernetesWrites` over a kubernetes_asyncio ApiClient (the caller owns the client)."""
 
-    def __init__(self, api: k8s.ApiClient, *, timeout: float) -> None:
+    def __init__(
+        self, api: k8s.ApiClient, *, timeout: float, gate: WriteGate | None = None
+    ) -> None:
         self._objects = k8s.CustomObjectsApi(api)
         self._core = k8s.CoreV1Api(api)
         self._timeout = timeout
+        self._gate = gate
+
+    def _write_timeout(self, what: str) -> float:
+        """The timeout of one write: `WriteFailed` when the gate says no more writes."""
+        if self._gate is None:
+            return self._timeout
+        budget = self._gate.write_budget()
+        if budget <= 0:
+            raise WriteFailed(f"{what}: not leading (no write after the renew deadline)")
+        return min(self._timeout, budget)
 
     async def patch_status(
         self, namespace: str, name: str, patch: dict[str, Any]
     ) -> dict[str, Any]:
+        timeout = self._write_timeout(f"status patch of {namespace}/{name}")
         try:
             # A merge patch (the client would pick a strategic merge patch, which CRDs refuse).
             # The answer is read as plain JSON: no model objects to build for each write.
             options: dict[str, Any] = {
                 "_content_type": "application/merge-patch+json",
-                "_request_timeout": self._timeout,
+                "_request_timeout": timeout,
                 "_preload_content": False,
             }
             response = await self._objects.patch_namespaced_custom_object_status(
@@ -176,7 +153,8 @@ class ApiWrites:
             last_timestamp=now,
             count=1,
         )
-        options: dict[str, Any] = {"_request_timeout": self._timeout, "_preload_content": False}
+        timeout = self._write_timeout(f"event {reason} on {ref.namespace}/{ref.name}")
+        options: dict[str, Any] = {"_request_timeout": timeout, "_preload_content": False}
         try:
             # A raw answer (the client's declared return type assumes preloaded content).
             response: Any = await self._core.create_namespaced_event(
@@ -197,7 +175,7 @@ class ApiWrites:
         body = {"count": count, "lastTimestamp": now}
         options: dict[str, Any] = {
             "_content_type": "application/merge-patch+json",
-            "_request_timeout": self._timeout,
+            "_request_timeout": self._write_timeout(f"event {namespace}/{name}"),
             "_preload_content": False,
         }
         try:

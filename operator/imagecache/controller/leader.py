@@ -7,6 +7,12 @@ module reads the Lease, writes what the core decided with the ``resourceVersion`
 means someone else wrote first: try again next period), and keeps the clocks: monotonic for
 "how long has this record been unchanged", UTC wall time only for the MicroTimes it writes.
 
+As client-go does, a record read is observed when the read *returns* (a slow API server delays a
+standby's take-over, never hastens it), and the leader counts its renew deadline from when it
+*sent* its last successful write. `write_budget` is what the write port consults before every
+write (`kubeapi.WriteGate`): once the renew deadline has passed without a renewal it is <= 0 and
+nothing more is written, before the Lease can expire for anyone else.
+
 Errors: `LeaseLost` (an `imagecache.controller.errors.ControllerError`) is the only exception
 `hold` raises; API errors and timeouts of a single attempt are logged and retried until the
 renew deadline runs out.
@@ -32,6 +38,7 @@ from imagecache.core.leases import (
     Observation,
     claimed,
     decide,
+    leadership_left,
     lease_duration_seconds,
     observe,
     released,
@@ -95,9 +102,14 @@ class LeaderElector:
     @property
     def leading(self) -> bool:
         """True while this process holds the Lease and its last renewal is within the deadline."""
-        return (
-            self._renewed_at is not None
-            and time.monotonic() < self._renewed_at + self._config.renew_deadline
+        return self.write_budget() > 0
+
+    def write_budget(self) -> float:
+        """Seconds this process may still write (<= 0: it is not leading, write nothing)."""
+        return leadership_left(
+            renewed_at=self._renewed_at,
+            renew_deadline=self._config.renew_deadline,
+            now=time.monotonic(),
         )
 
     async def acquire(self) -> None:
@@ -123,7 +135,7 @@ class LeaderElector:
             await asyncio.sleep(config.retry_period)
             if self._renewed_at is None:
                 raise LeaseLost(f"lease {config.namespace}/{config.name} is not held")
-            remaining = self._renewed_at + config.renew_deadline - time.monotonic()
+            remaining = self.write_budget()
             renewed = False
             if remaining > 0:
                 try:
@@ -168,9 +180,10 @@ class LeaderElector:
         Raises `LeaseLost` when `renewing` and the record names another holder.
         """
         config = self._config
-        started = time.monotonic()
+        started = time.monotonic()  # the renew deadline counts from here (the write comes later)
         try:
             lease = await self._read()
+            observed = time.monotonic()  # client-go: observed when the read returned
             if lease is None:
                 self._observation = None
                 resource_version = None
@@ -182,9 +195,9 @@ class LeaderElector:
                         f"lease {config.namespace}/{config.name} is held by "
                         f"{spec.holder or 'nobody'} now"
                     )
-                self._observation = observe(self._observation, spec, now=started)
+                self._observation = observe(self._observation, spec, now=observed)
                 resource_version = lease.metadata.resource_version
-            decision = decide(self._observation, identity=config.identity, now=started)
+            decision = decide(self._observation, identity=config.identity, now=observed)
             if decision is Decision.WAIT:
                 return False
             current = None if self._observation is None else self._observation.spec

@@ -3,8 +3,9 @@
 `run_operator` is what `main` runs, and what tests and the demo run in their own event loop
 (with their own login, stop flag and ready flag). Order of things:
 
-1. log in (the same login function kopf uses) and build the kubernetes_asyncio ApiClient the
-   write port and leader election share;
+1. log in (the same login function kopf uses; key material kept in memory files) and build the
+   one kubernetes_asyncio ApiClient (`kubeclient`: credentials refreshed when their files change
+   and on a 401) that the write port, leader election and the per-pod agent tokens share;
 2. serve ``/metrics``, ``/healthz`` and ``/readyz`` (``standby`` until elected);
 3. with ``leader_election``, wait for the Lease: a standby runs neither kopf nor the loop, so it
    writes nothing at all;
@@ -21,13 +22,27 @@ import logging
 import sys
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 import kopf
 
-from imagecache.controller.agents import HttpAgents, TokenFile
-from imagecache.controller.errors import ControllerError
+from imagecache.controller.agents import HttpAgents
+from imagecache.controller.credentials import (
+    AgentCredentials,
+    PodTokenCredentials,
+    TokenFile,
+    TokenFileCredentials,
+)
 from imagecache.controller.handlers import LoginFn, build_registry, default_login, kopf_settings
-from imagecache.controller.kubeapi import ApiWrites, api_client_from
+from imagecache.controller.kubeapi import ApiWrites
+from imagecache.controller.kubeclient import (
+    ApiCredentials,
+    MemoryFiles,
+    NoCredentials,
+    RefreshingApiClient,
+    credential_files,
+    open_api_client,
+)
 from imagecache.controller.leader import LeaderElector, LeaseConfig, LeaseLost
 from imagecache.controller.loop import ReconcileLoop
 from imagecache.controller.metrics import OperatorMetrics, serve_probes
@@ -48,10 +63,6 @@ Flag = asyncio.Event | threading.Event
 FLAG_POLL = 0.1
 
 
-class NoCredentials(ControllerError):
-    """Neither the service account nor a kubeconfig gave a way to the API server."""
-
-
 async def wait_flag(flag: Flag) -> None:
     """Return once `flag` is set (a threading flag is looked at every 0.1 s)."""
     if isinstance(flag, asyncio.Event):
@@ -61,11 +72,27 @@ async def wait_flag(flag: Flag) -> None:
         await asyncio.sleep(FLAG_POLL)
 
 
-def _login(settings: OperatorSettings, login: LoginFn) -> kopf.ConnectionInfo:
-    info = login(settings=kopf_settings(settings), logger=logger)
-    if info is None:
-        raise NoCredentials("no in-cluster service account and no kubeconfig")
-    return info
+def _in_memory_login(login: LoginFn, memory: MemoryFiles) -> LoginFn:
+    """`login` whose certificate and key data kopf reads from memory files, not /tmp."""
+
+    def wrapped(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        info = login(**kwargs)
+        return None if info is None else memory.in_memory(info)
+
+    return wrapped
+
+
+def _agent_credentials(settings: OperatorSettings, api: RefreshingApiClient) -> AgentCredentials:
+    """Per-pod TokenRequest tokens (``agent_auth = kubernetes``), else the shared token file."""
+    if settings.agent_auth == "kubernetes":
+        assert settings.service_account is not None
+        return PodTokenCredentials(
+            api,
+            namespace=settings.service_account_namespace,
+            service_account=settings.service_account,
+            seconds=settings.agent_token_seconds,
+        )
+    return TokenFileCredentials(TokenFile(settings.agent_token_file))
 
 
 async def run_operator(
@@ -82,23 +109,38 @@ async def run_operator(
     operator a loop of its own (a thread: pass `threading.Event` flags) when embedding it.
     """
     metrics = metrics or OperatorMetrics()
-    login_fn = login or default_login
+    memory = MemoryFiles()
+    try:
+        await _run(settings, login, stop_flag, ready_flag, metrics, memory)
+    finally:
+        memory.close()
+
+
+async def _run(
+    settings: OperatorSettings,
+    login: LoginFn | None,
+    stop_flag: Flag | None,
+    ready_flag: Flag | None,
+    metrics: OperatorMetrics,
+    memory: MemoryFiles,
+) -> None:
+    login_fn = _in_memory_login(login or default_login, memory)
     ready: Flag = ready_flag or asyncio.Event()
     stop: Flag = stop_flag or asyncio.Event()
-    info = _login(settings, login_fn)
+    credentials = ApiCredentials(
+        lambda: login_fn(settings=kopf_settings(settings), logger=logger),
+        files=credential_files() if login is None else (),
+        memory=memory,
+    )
+    api = await open_api_client(credentials)
     agents = HttpAgents(
-        token=TokenFile(settings.agent_token_file),
+        credentials=_agent_credentials(settings, api),
         timeout=settings.request_timeout,
         max_concurrency=settings.max_concurrency,
         metrics=metrics,
     )
-    async with api_client_from(info) as api, agents:
-        writes = ApiWrites(api, timeout=max(30.0, settings.request_timeout * 3))
+    async with api, agents:
         reconciler = Reconciler(settings=settings, agents=agents)
-        reads = ApiReads(api, timeout=max(30.0, settings.request_timeout * 3))
-        loop = ReconcileLoop(
-            settings=settings, reconciler=reconciler, writes=writes, reads=reads, metrics=metrics
-        )
         elector = (
             LeaderElector(
                 api,
@@ -113,6 +155,11 @@ async def run_operator(
             )
             if settings.leader_election
             else None
+        )
+        writes = ApiWrites(api, timeout=max(30.0, settings.request_timeout * 3), gate=elector)
+        reads = ApiReads(api, timeout=max(30.0, settings.request_timeout * 3))
+        loop = ReconcileLoop(
+            settings=settings, reconciler=reconciler, writes=writes, reads=reads, metrics=metrics
         )
         halt = asyncio.Event()
         probes = serve_probes(

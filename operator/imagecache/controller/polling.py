@@ -61,6 +61,7 @@ class AgentPoller(Generic[K]):
         self._active: dict[str, set[K]] = {}
         self._waiting: dict[str, set[K]] = {}
         self._by_key: dict[K, tuple[Interest, ...]] = {}
+        self._pod_uids: dict[str, str] = {}  # the pod behind each agent, for its credential
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self.gets: dict[str, int] = {}
 
@@ -79,6 +80,8 @@ class AgentPoller(Generic[K]):
             self._by_key.pop(key, None)
         for item in new:
             self._interest.setdefault(item.endpoint, {}).setdefault(item.image, set()).add(key)
+            if item.pod_uid:
+                self._pod_uids[item.endpoint] = item.pod_uid
             if item.active:
                 active = self._active.setdefault(item.endpoint, set())
                 if not active:  # newly in flight: polled every interval from its last answer
@@ -117,6 +120,7 @@ class AgentPoller(Generic[K]):
         """No request looks at this agent any more: drop its answers."""
         self.reports.pop(endpoint, None)
         self._signatures.pop(endpoint, None)
+        self._pod_uids.pop(endpoint, None)
         self._queue.discard(endpoint)
 
     def want(self, key: K, endpoint: str) -> None:
@@ -166,7 +170,8 @@ class AgentPoller(Generic[K]):
         answer: object
         try:
             answer = await asyncio.wait_for(
-                self._agents.cache_report(endpoint), timeout=self._deadline
+                self._agents.cache_report(endpoint, pod_uid=self._pod_uids.get(endpoint)),
+                timeout=self._deadline,
             )
         except AgentError as error:
             answer = error

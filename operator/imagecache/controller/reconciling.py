@@ -29,9 +29,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from imagecache.controller.agents import AgentPort
-from imagecache.controller.errors import AgentError, AgentProtocolError, AgentUnauthorized
+from imagecache.controller.errors import (
+    AgentError,
+    AgentProtocolError,
+    AgentUnauthorized,
+    CredentialUnavailable,
+)
 from imagecache.controller.settings import OperatorSettings
 from imagecache.core.backoff import backoff_delay
+from imagecache.core.fanout import UPSTREAM, Observed, TargetView, fanout_spec, plan_fanout
 from imagecache.core.planning import (
     PlannedTarget,
     RequestPlan,
@@ -46,6 +52,7 @@ from imagecache.core.status import (
     build_status,
     find_image,
     pending_state,
+    reported_source,
     state_from_image,
     state_from_put,
     status_events,
@@ -53,6 +60,9 @@ from imagecache.core.status import (
 )
 from imagecache.core.targets import PodInfo, is_replaced, target_action
 from imagecache.core.wire import CacheListing
+
+_LAST_SEEN: dict[str, Observed] = {"Cached": "cached", "Queued": "filling", "Caching": "filling"}
+"""A target without a usable answer of its agent, for the fan-out plan: as its last phase."""
 
 
 @dataclass
@@ -67,6 +77,8 @@ class TargetMemory:
     endpoint: str | None = None
     wanted_at: float = float("inf")
     """When a new target asked for a fresh answer (any answer completed after it will do)."""
+    source: str | None = None
+    """What the last PUT named as the source: a peer's endpoint, or `UPSTREAM` (fan-out)."""
 
     def schedule(self) -> TargetSchedule:
         """The planner's view of this memory."""
@@ -91,6 +103,8 @@ class Interest:
     endpoint: str
     image: str
     active: bool
+    pod_uid: str | None = None
+    """The pod behind the agent (its per-pod credential)."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +176,10 @@ class _Gone(Exception):
     """The request was found gone while reconciling it."""
 
 
+class _NoPeerCredential(Exception):
+    """The peer-read credential for a fan-out source cannot be had (send the plain PUT)."""
+
+
 class Reconciler:
     """Reconciles planned requests against agents; one per operator."""
 
@@ -231,6 +249,9 @@ class Reconciler:
         memos = self._targets.setdefault(request.uid, {})
         kept_pods: set[str] = set()
         image = str(request.spec.get("image") or "")
+        sources = self._fanout(plan, previous, reports, memos)  # fleet fill: who fills from whom
+        peer_uids = {t.endpoint: t.pod.uid for t in plan.targets if t.pod and t.endpoint}
+        waiting_for_peer = False
         for target in plan.targets:
             if target.waiting is not None or target.pod is None or target.endpoint is None:
                 waiting = target.waiting or pending_state(reason="PodNotFound", message="")
@@ -244,24 +265,36 @@ class Reconciler:
             report = reports.get(target.endpoint)
             try:
                 outcome = await self._target(
-                    request, target, memo, previous.get(target.name), report, now, confirm
+                    request,
+                    target,
+                    memo,
+                    previous.get(target.name),
+                    report,
+                    now,
+                    confirm,
+                    sources,
+                    peer_uids,
                 )
             except _Gone:
                 return Outcome(status=dict(live), events=[], gone=True)
             if outcome is None:
                 needs.add(target.endpoint)
-                interest.append(Interest(target.endpoint, image, active=True))
+                interest.append(Interest(target.endpoint, image, True, target.pod.uid))
                 continue  # nothing is written until its agent answers
             state, requeued = outcome
+            waiting_for_peer = waiting_for_peer or state.reason == "WaitingForPeer"
             if requeued:
                 recaching.append(
                     Event("Normal", "Recaching", f"image gone from {target.name}; re-queued")
                 )
-            interest.append(Interest(target.endpoint, image, active=not _settled(state)))
+            interest.append(Interest(target.endpoint, image, not _settled(state), target.pod.uid))
             resolved.append(ResolvedTarget(target.name, target.pod, state))
         for pod_uid in [uid for uid in memos if uid not in kept_pods]:
             del memos[pod_uid]
         next_due = self._next_due(memos.values())
+        if waiting_for_peer:  # fan-out: planned again once a poll may have freed a peer
+            retry = now + self._settings.poll_interval
+            next_due = retry if next_due is None else min(next_due, retry)
         if needs:
             return Outcome(
                 status=dict(live),
@@ -315,6 +348,8 @@ class Reconciler:
         report: AgentReport | None,
         now: float,
         confirm: Confirm | None,
+        sources: Mapping[str, str | None],
+        peer_uids: Mapping[str, str],
     ) -> tuple[TargetState, bool] | None:
         pod, endpoint = target.pod, target.endpoint
         assert pod is not None and endpoint is not None
@@ -345,17 +380,32 @@ class Reconciler:
             state = state_from_image(entry=entry, pod_name=pod.name)
         elif action == "keep" and kept is not None:
             state = kept
+        elif target.name not in sources:  # fan-out: no free source yet, planned again soon
+            state = pending_state(
+                reason="WaitingForPeer",
+                message="waiting for a target holding the image to have a free slot (fan-out)",
+            )
         else:
             requeued = previous_phase == "Cached"
             if requeued and confirm is not None and not await confirm(request):
                 raise _Gone(request.key)
+            peer = sources[target.name]
             try:
-                code = await self._put(request, endpoint, image)
+                code = await self._put(request, endpoint, image, pod.uid, peer, peer_uids)
+                if code == 400 and peer is not None:
+                    peer = None  # the agent refuses the hint: the plain PUT
+                    code = await self._put(request, endpoint, image, pod.uid, None, peer_uids)
+            except _NoPeerCredential:
+                peer = None  # no credential for the peer: the plain PUT
+                code = await self._put(request, endpoint, image, pod.uid, None, peer_uids)
             except AgentError as error:
                 return self._contact_failed(memo, kept, error, now), False
             if code is None:
                 raise _Gone(request.key)
-            state = state_from_put(status_code=code, pod_name=pod.name)
+            memo.source = peer or UPSTREAM
+            state = dataclasses.replace(
+                state_from_put(status_code=code, pod_name=pod.name), source=memo.source
+            )
             if code == 202:
                 memo.put_at = self._monotonic()
         state = dataclasses.replace(state, reachable=True, unreachable="")
@@ -364,12 +414,90 @@ class Reconciler:
         memo.state = state
         return state, requeued
 
-    async def _put(self, request: RequestView, endpoint: str, image: str) -> int | None:
-        """``PUT`` the image unless the request is being deleted (checked at the last moment)."""
+    async def _put(
+        self,
+        request: RequestView,
+        endpoint: str,
+        image: str,
+        pod_uid: str,
+        peer: str | None,
+        peer_uids: Mapping[str, str],
+    ) -> int | None:
+        """``PUT`` the image unless the request is being deleted (checked at the last moment:
+        None), naming `peer` with its peer-read credential when there is one."""
         if request.deleting or self.deleted(request.uid):
             self.puts_refused += 1
             return None
-        return await self._agents.put_image(endpoint, image)
+        try:
+            return await self._agents.put_image(
+                endpoint,
+                image,
+                pod_uid=pod_uid,
+                source=peer,
+                source_pod_uid=peer_uids.get(peer or ""),
+            )
+        except CredentialUnavailable as error:
+            if peer is not None and error.endpoint == peer:
+                raise _NoPeerCredential(peer) from error
+            raise
+
+    def _fanout(
+        self,
+        plan: RequestPlan,
+        previous: Mapping[str, Any],
+        reports: Mapping[str, AgentReport],
+        memos: Mapping[str, TargetMemory],
+    ) -> dict[str, str | None]:
+        """Per target to ``PUT`` now: the peer to fill from, or None for the upstream
+        (`core.fanout`)."""
+        request = plan.request
+        image = str(request.spec.get("image") or "")
+        views: list[TargetView] = []
+        for target in plan.targets:
+            if target.pod is None or target.endpoint is None or target.waiting is not None:
+                continue
+            memo = memos.get(target.pod.uid) or TargetMemory()
+            kept = memo.state or _recorded_state(previous.get(target.name))
+            report = reports.get(target.endpoint)
+            answer = report.answer if report is not None else None
+            observed: Observed = "idle"
+            source = memo.source
+            if isinstance(answer, Mapping):
+                assert report is not None
+                entry = find_image(report=answer, image_id=image)
+                agent_state = entry.get("state", "absent")
+                if agent_state == "cached":
+                    observed = "cached"
+                elif agent_state in ("queued", "caching"):
+                    observed = "filling"
+                    source = reported_source(entry.get("source")) or source
+                elif (target.due or memo.state is None) and target_action(
+                    agent_state=agent_state,
+                    previous_phase=kept.phase if kept is not None else None,
+                    put_pending=memo.put_at is not None and memo.put_at >= report.started_at,
+                    recheck_due=memo.state is not None,
+                ) == "put":
+                    observed = "to_fill"
+            elif kept is not None:  # no usable answer: as last seen
+                observed = _LAST_SEEN.get(kept.phase, "idle")
+            views.append(TargetView(target.name, target.endpoint, observed, source))
+        if not any(view.observed == "to_fill" for view in views):
+            return {}
+        return plan_fanout(
+            targets=views, spec=fanout_spec(request.spec), loads=self._loads(request.uid)
+        )
+
+    def _loads(self, uid: str) -> dict[str, int]:
+        """Transfers each peer serves for the other requests (only when a PUT is planned)."""
+        loads: dict[str, int] = {}
+        for request_uid, memos in self._targets.items():
+            if request_uid == uid:
+                continue
+            for memo in memos.values():
+                filling = memo.state is not None and memo.state.phase in ("Queued", "Caching")
+                if filling and memo.source not in (None, UPSTREAM):
+                    loads[str(memo.source)] = loads.get(str(memo.source), 0) + 1
+        return loads
 
     def _contact_failed(
         self, memo: TargetMemory, kept: TargetState | None, error: AgentError, now: float
@@ -390,6 +518,14 @@ class Reconciler:
         elif kept is not None and kept.phase == "Cached":
             state = dataclasses.replace(
                 kept, reachable=False, unreachable=str(error), unreachable_reason=reason
+            )
+        elif isinstance(error, CredentialUnavailable):
+            state = dataclasses.replace(
+                pending_state(
+                    reason="CredentialUnavailable", message=f"no credential for the agent: {error}"
+                ),
+                reachable=False,
+                unreachable=str(error),
             )
         else:
             state = dataclasses.replace(
@@ -431,7 +567,7 @@ class Reconciler:
 
         async def one(target: PlannedTarget) -> None:
             assert target.endpoint is not None and target.pod is not None
-            await self._agents.delete_image(target.endpoint, image)
+            await self._agents.delete_image(target.endpoint, image, pod_uid=target.pod.uid)
             evicted.add(target.pod.uid)
 
         failures: list[str] = []

@@ -13,7 +13,7 @@ import secrets
 import socket
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -56,7 +56,33 @@ class OperatorSettings(BaseSettings):
     )
     agent_token_file: Path | None = Field(
         default=None,
-        description="File holding the token sent to agents as X-Auth-Token; re-read on change.",
+        description="File holding the token sent to agents as X-Auth-Token; re-read on change "
+        "(agent_auth token-file).",
+    )
+    agent_auth: Literal["token-file", "kubernetes"] = Field(
+        default="token-file",
+        description="What the operator sends agents: token-file (the token of "
+        "agent_token_file, the same for every agent) or kubernetes (for each pod a short-lived "
+        "token of service_account from the TokenRequest API, audience "
+        "imagecache.dev/agent/<pod-uid>, which only that pod's agent accepts; for fan-out also "
+        "imagecache.dev/peer/<pod-uid>, which that agent accepts for peer reads only).",
+    )
+    service_account: str | None = Field(
+        default=None,
+        description="agent_auth kubernetes: the operator's own service account (downward API "
+        "spec.serviceAccountName), whose tokens it requests.",
+    )
+    service_account_namespace: str = Field(
+        default_factory=default_lease_namespace,
+        description="Namespace of service_account: POD_NAMESPACE, else the service account's, "
+        "else default.",
+    )
+    agent_token_seconds: int = Field(
+        default=3600,
+        ge=600,
+        le=86400,
+        description="agent_auth kubernetes: lifetime asked for each per-pod token (renewed "
+        "after four fifths of it).",
     )
     agent_port: int = Field(
         default=9292,
@@ -129,6 +155,15 @@ class OperatorSettings(BaseSettings):
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _kubernetes_auth_needs_an_account(self) -> OperatorSettings:
+        if self.agent_auth == "kubernetes" and not self.service_account:
+            raise ValueError(
+                "service_account: agent_auth kubernetes requests tokens of the operator's own "
+                "service account; give its name"
+            )
+        return self
 
     @model_validator(mode="after")
     def _lease_timings_in_order(self) -> OperatorSettings:

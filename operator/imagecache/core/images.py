@@ -34,19 +34,35 @@ class ImageRecord:
     cached_at: float | None = None
     last_accessed: float | None = None
     hits: int = 0
+    source: str | None = None
+    """The peer agent's base URL the bytes are taken from (``X-Image-Cache-Source``), None for
+    the upstream; cleared when the download falls back to the upstream."""
+    fallback: str | None = None
+    """Why the last peer download fell back to the upstream (or why the hint was ignored)."""
 
 
 def enqueue(
-    existing: ImageRecord | None, *, image_id: str, seq: int, now: float
+    existing: ImageRecord | None,
+    *,
+    image_id: str,
+    seq: int,
+    now: float,
+    source: str | None = None,
 ) -> ImageRecord | None:
     """A `PUT`: the new queued record, or None when nothing must change (idempotent).
 
-    Queued, caching and cached images are left alone; an unknown or failed image gets a fresh
-    attempt at the back of the queue (attempt counter and error reset).
+    Queued, caching and cached images are left alone (a `source` hint then changes nothing);
+    an unknown or failed image gets a fresh attempt at the back of the queue (attempt counter
+    and error reset), from the peer `source` when one is given.
     """
     if existing is not None and existing.state != "failed":
         return None
-    return ImageRecord(image_id=image_id, state="queued", seq=seq, queued_at=now)
+    return ImageRecord(image_id=image_id, state="queued", seq=seq, queued_at=now, source=source)
+
+
+def fall_back(record: ImageRecord, *, reason: str) -> ImageRecord:
+    """The peer failed (or cannot be used): the bytes come from the upstream, from byte 0."""
+    return replace(record, source=None, fallback=reason, bytes=0)
 
 
 def start(record: ImageRecord, *, now: float, size: int | None, resumed_bytes: int) -> ImageRecord:
@@ -72,7 +88,7 @@ def retry_later(record: ImageRecord, *, error: str) -> ImageRecord:
     return replace(record, error=error)
 
 
-def finish(record: ImageRecord, *, size: int, checksum: str, now: float) -> ImageRecord:
+def finish(record: ImageRecord, *, size: int, checksum: str | None, now: float) -> ImageRecord:
     """The image is verified and in place."""
     return replace(
         record,
@@ -131,8 +147,15 @@ def queue_positions(records: Iterable[ImageRecord]) -> dict[str, int]:
     return positions
 
 
-def report(record: ImageRecord | None, *, image_id: str, queue_position: int | None) -> ImageReport:
-    """The per-image report; an unknown image is ``absent``."""
+def report(
+    record: ImageRecord | None,
+    *,
+    image_id: str,
+    queue_position: int | None,
+    bytes_needed: int | None = None,
+) -> ImageReport:
+    """The per-image report; an unknown image is ``absent``. `bytes_needed` (not None while
+    the download waits for room) is shown as ``waiting_for_room`` and ``bytes_needed``."""
     if record is None:
         return image_report(image_id, "absent")
     waiting = record.state in ("queued", "caching")
@@ -148,6 +171,10 @@ def report(record: ImageRecord | None, *, image_id: str, queue_position: int | N
         queued_at=record.queued_at,
         started_at=record.started_at,
         cached_at=record.cached_at,
+        source=record.source or "upstream",
+        peer_fallback=record.fallback,
+        waiting_for_room=waiting and bytes_needed is not None,
+        bytes_needed=bytes_needed if waiting else None,
     )
 
 
@@ -162,4 +189,5 @@ def cached_entry(record: ImageRecord) -> CachedEntry:
         size=record.size or 0,
         id=record.image_id,
         checksum=record.checksum,
+        source=record.source or "upstream",
     )

@@ -5,8 +5,13 @@ The convention is client-go's (``tools/leaderelection``) and controller-runtime'
 ``leaseDurationSeconds``, ``acquireTime``, ``renewTime`` and ``leaseTransitions``. Clocks of
 different machines are never compared: a candidate notes *when it first saw* the current record
 on its own monotonic clock (`observe`), and takes the lease over only once that record has not
-changed for ``leaseDurationSeconds`` (`decide`). `LeaseSpec.to_body` writes times as the API
-server's MicroTime (RFC 3339, exactly six fraction digits; it refuses anything else).
+changed for ``leaseDurationSeconds`` (`decide`). As in client-go, a record is observed at the
+moment the read *returned* (a slow read then delays a take-over, never hastens it). The leader
+counts its own time from the moment it *sent* the last successful write (`leadership_left`):
+the record's new ``renewTime`` is later than that, and so is any standby's observation of it,
+so a leader that stops writing once `renew_deadline` has passed since then (shorter than the
+lease duration) stops before any standby can take over. `LeaseSpec.to_body` writes times as
+the API server's MicroTime (RFC 3339, exactly six fraction digits; it refuses anything else).
 
 Pure: no I/O, no clock — `now` (monotonic seconds) and `wall_now` (UTC) are passed in.
 `imagecache.controller.leader` does the reads and writes.
@@ -92,6 +97,14 @@ class Decision(enum.Enum):
 def expires_at(observation: Observation) -> float:
     """When (on the observer's monotonic clock) the observed record's lease runs out."""
     return observation.since + observation.spec.duration_seconds
+
+
+def leadership_left(*, renewed_at: float | None, renew_deadline: float, now: float) -> float:
+    """Seconds this leader may still write (<= 0: it must not), `renewed_at` being when its last
+    successful acquire or renew was sent (None: it does not hold the Lease)."""
+    if renewed_at is None:
+        return 0.0
+    return renewed_at + renew_deadline - now
 
 
 def decide(observation: Observation | None, *, identity: str, now: float) -> Decision:

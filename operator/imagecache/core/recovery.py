@@ -12,9 +12,11 @@ away because its row was lost.
 Files in the cache directory are not trusted as found:
 
 - each committed image has a `Seal` (its sidecar, written before the rename into ``images/``):
-  size, md5 and the file's identity (inode, mtime) as verified. A file is trusted when its size
-  matches and its identity is unchanged, or when a re-hash (`needs_rehash` says which files the
-  scan must re-hash) gives the sealed md5. A sealed file whose content changed is rejected;
+  size, the digest it vouches with (its algorithm named), Glance's md5 when verified, and the
+  file's identity (inode, mtime) as verified. A file is trusted when its size matches and its
+  identity is unchanged, or when a re-hash (`needs_rehash` says which files the scan must
+  re-hash, with the seal's algorithm) gives the sealed digest. A sealed file whose content
+  changed is rejected;
 - a sealed image without a record is adopted as cached (the database was lost or emptied);
 - anything that is not a regular file (a symlink, a directory) is never followed: the scan
   reports it and it is removed;
@@ -48,10 +50,14 @@ class Seal:
     """What was verified when an image was committed (``seals/<id>.json``)."""
 
     size: int
-    md5: str
+    digest: str
+    """Hex digest of the file with `algo` (what a re-hash compares with)."""
     inode: int
     mtime_ns: int
     cached_at: float
+    algo: str = "md5"
+    md5: str | None = None
+    """Glance's md5 ``checksum`` when the upstream gave it and it was verified."""
 
 
 @dataclass
@@ -103,7 +109,7 @@ def _verdict(
         return "intact" if expected_size is not None and facts.size == expected_size else "missing"
     if facts.size != seal.size or (expected_size is not None and facts.size != expected_size):
         return "changed"
-    if _identity_matches(facts, seal) or rehashed.get(image_id) == seal.md5:
+    if _identity_matches(facts, seal) or rehashed.get(image_id) == seal.digest:
         return "intact"
     return "changed"
 
@@ -119,7 +125,8 @@ def plan_recovery(
     """The plan for the stored records, given what the scan found.
 
     `image_files`/`partial_files`: the regular files of ``images/`` and ``incomplete/``;
-    `seals`: the readable seals, by id; `rehashed`: md5 of the files `needs_rehash` named.
+    `seals`: the readable seals, by id; `rehashed`: the digests (each with its seal's
+    algorithm) of the files `needs_rehash` named.
     """
     seals = seals or {}
     rehashed = rehashed or {}

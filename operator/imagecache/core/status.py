@@ -29,7 +29,9 @@ from imagecache.core.wire import ImageReport, image_report
 
 EventType = Literal["Normal", "Warning"]
 
-_WARNING_REASONS = frozenset({"PodNotFound", "AgentUnreachable", "Unauthorized"})
+_WARNING_REASONS = frozenset(
+    {"PodNotFound", "AgentUnreachable", "Unauthorized", "CredentialUnavailable"}
+)
 
 MAX_STATUS_TARGETS = 100
 """``status.targets`` lists at most this many targets (the first by pod name); the counts of
@@ -59,6 +61,8 @@ class TargetState:
     unreachable_reason: str = "AgentUnreachable"
     """The ``AgentReachable`` condition's reason when `reachable` is False (``AgentInvalidAnswer``
     for an answer that is not the wire contract's shape)."""
+    source: str | None = None
+    """Where the target fills (or filled) from: ``upstream`` or a peer agent's URL (fan-out)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ def find_image(*, report: Mapping[str, Any], image_id: str) -> ImageReport:
                 bytes=size or 0,
                 percent=100,
                 cached_at=cached.get("last_modified"),
+                source=str(cached.get("source") or "upstream"),
             )
     queued = list(report.get("queued_images") or [])
     if image_id in queued:
@@ -109,6 +114,15 @@ def find_image(*, report: Mapping[str, Any], image_id: str) -> ImageReport:
         waiting = [item for item in queued if item not in caching_ids]
         return image_report(image_id, "queued", queue_position=waiting.index(image_id))
     return image_report(image_id, "absent")
+
+
+def reported_source(value: object) -> str | None:
+    """An agent's ``source`` (``upstream`` or a peer's http(s) URL), or None when malformed."""
+    if not isinstance(value, str) or len(value) > 256:
+        return None
+    if value == "upstream" or value.startswith(("http://", "https://")):
+        return value
+    return None
 
 
 def _percent(*, done: int | None, total: int | None, reported: float | None) -> int | None:
@@ -119,8 +133,32 @@ def _percent(*, done: int | None, total: int | None, reported: float | None) -> 
     return None
 
 
+def room_needed(entry: Mapping[str, Any]) -> int | None:
+    """Bytes the agent still has to free when it reports the download waiting for room under
+    its ``max_size`` (``waiting_for_room``, ``bytes_needed``); None otherwise or when the two
+    fields are not what the wire contract says (a bool and a non-negative integer)."""
+    needed = entry.get("bytes_needed")
+    if entry.get("waiting_for_room") is not True:
+        return None
+    if not isinstance(needed, int) or isinstance(needed, bool) or needed < 0:
+        return None
+    return needed
+
+
+def _room_message(needed: int, pod_name: str) -> str:
+    return (
+        f"waiting on {pod_name} for room under the agent's max_size: {format_size(needed)} "
+        "more needed, held by images being served or by other downloads (NoRoom after the "
+        "agent's room_wait_timeout)"
+    )
+
+
 def state_from_image(*, entry: ImageReport, pod_name: str) -> TargetState:
-    """Map the agent's per-image report to a target state (``absent`` maps to ``Pending``)."""
+    """Map the agent's per-image report to a target state (``absent`` maps to ``Pending``).
+
+    A download the agent reports waiting for room keeps its phase (``Queued`` or ``Caching``)
+    with reason ``WaitingForRoom`` and the bytes needed in its message.
+    """
     size = entry.get("size")
     done = entry.get("bytes")
     common: dict[str, Any] = {
@@ -129,8 +167,10 @@ def state_from_image(*, entry: ImageReport, pod_name: str) -> TargetState:
         "queued_at": entry.get("queued_at"),
         "started_at": entry.get("started_at"),
         "cached_at": entry.get("cached_at"),
+        "source": reported_source(entry.get("source")),
     }
     state = entry.get("state", "absent")
+    needed = room_needed(entry) if state in ("queued", "caching") else None
     if state == "cached":
         return TargetState(
             phase="Cached",
@@ -146,8 +186,8 @@ def state_from_image(*, entry: ImageReport, pod_name: str) -> TargetState:
         message = f"{format_size(done)} of {format_size(size)}" if size else f"{format_size(done)}"
         return TargetState(
             phase="Caching",
-            reason="Downloading",
-            message=message,
+            reason="Downloading" if needed is None else "WaitingForRoom",
+            message=message if needed is None else f"{message}; {_room_message(needed, pod_name)}",
             bytes=done,
             percent=percent,
             queue_position=0,
@@ -158,8 +198,10 @@ def state_from_image(*, entry: ImageReport, pod_name: str) -> TargetState:
         where = f" at position {position}" if position is not None else ""
         return TargetState(
             phase="Queued",
-            reason="Queued",
-            message=f"queued on {pod_name}{where}",
+            reason="Queued" if needed is None else "WaitingForRoom",
+            message=f"queued on {pod_name}{where}"
+            if needed is None
+            else _room_message(needed, pod_name),
             bytes=0 if size else None,
             percent=0 if size else None,
             queue_position=position,
@@ -314,6 +356,8 @@ def _target_identity(target: ResolvedTarget) -> dict[str, Any]:
             identity["podIP"] = target.pod.ip
         if target.pod.node_name:
             identity["nodeName"] = target.pod.node_name
+    if target.state.source is not None:
+        identity["source"] = target.state.source
     return identity
 
 

@@ -15,6 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal, TypedDict, cast
 
+SOURCE_HEADER = "X-Image-Cache-Source"
+"""On ``PUT /v2/cache/{id}`` from the operator: the base URL of the peer agent to fill from."""
+SOURCE_TOKEN_HEADER = "X-Image-Cache-Source-Token"
+"""With it: the token the target presents to that peer (as ``X-Auth-Token``) to read the image;
+with per-pod credentials a peer-read-only token of the peer's pod. Kept in memory only."""
+
+
 ImageState = Literal["queued", "caching", "cached", "failed", "absent"]
 """An image's state as reported; ``absent`` means the agent does not know the image."""
 
@@ -33,6 +40,14 @@ class ImageReport(TypedDict):
     queued_at: float | None
     started_at: float | None
     cached_at: float | None
+    source: str
+    """Where the bytes come (or came) from: ``upstream`` or a peer agent's base URL."""
+    peer_fallback: str | None
+    """Why a peer download fell back to the upstream (or why a peer hint was ignored)."""
+    waiting_for_room: bool
+    """The download waits for room under ``max_size`` (images being served, or reserved)."""
+    bytes_needed: int | None
+    """While `waiting_for_room`: bytes that cannot be freed yet; else None."""
 
 
 class CachedEntry(TypedDict):
@@ -45,6 +60,8 @@ class CachedEntry(TypedDict):
     size: int
     id: str
     checksum: str | None
+    source: str
+    """imagecache: where the bytes came from, ``upstream`` or a peer agent's base URL."""
 
 
 class CacheListing(TypedDict, total=False):
@@ -69,6 +86,9 @@ def image_report(
     queued_at: float | None = None,
     started_at: float | None = None,
     cached_at: float | None = None,
+    source: str = "upstream",
+    peer_fallback: str | None = None,
+    bytes_needed: int | None = None,
 ) -> ImageReport:
     """An `ImageReport` with every key present (the fields not given take their empty value)."""
     return ImageReport(
@@ -83,6 +103,10 @@ def image_report(
         queued_at=queued_at,
         started_at=started_at,
         cached_at=cached_at,
+        source=source,
+        peer_fallback=peer_fallback,
+        waiting_for_room=bytes_needed is not None,
+        bytes_needed=bytes_needed,
     )
 
 

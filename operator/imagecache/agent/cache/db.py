@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import errno
 import functools
+import logging
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,11 @@ from typing import Any, TypeVar
 from imagecache.core.images import ImageRecord
 
 T = TypeVar("T")
+
+log = logging.getLogger("imagecache.agent.cache.db")
+
+WRITER_CLOSE_TIMEOUT = 30.0  # seconds `close` waits for the pending writes
+CONNECTION_CLOSE_TIMEOUT = 5.0  # seconds `close` waits for SQLite to close the connection
 
 _COLUMNS = [f.name for f in fields(ImageRecord)]
 
@@ -45,7 +51,17 @@ _UPSERT = (
     f"VALUES ({', '.join('?' for _ in _COLUMNS)})"
 )
 
+# Columns added since the first schema (a database written by an older agent gains them).
+_ADDED_COLUMNS = {"source": "TEXT", "fallback": "TEXT"}
+
 Op = tuple[str, tuple[Any, ...]]
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    present = {row[1] for row in conn.execute("PRAGMA table_info(images)")}
+    for name, kind in _ADDED_COLUMNS.items():
+        if name not in present:
+            conn.execute(f"ALTER TABLE images ADD COLUMN {name} {kind}")
 
 
 class DatabaseError(Exception):
@@ -95,6 +111,7 @@ class Database:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.executescript(_SCHEMA)
+            _add_missing_columns(conn)
             self._conn = conn
             rows = conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM images").fetchall()
             return [ImageRecord(*row) for row in rows]
@@ -109,17 +126,25 @@ class Database:
         return records
 
     async def close(self) -> None:
-        """Commit what is pending, stop the writer, close the connection."""
+        """Commit what is pending, stop the writer, close the connection — each step bounded,
+        and every step taken even when an earlier one timed out (then `TimeoutError`)."""
         self.is_open = False
         self._closing = True
-        if self._writer is not None:
-            self._wakeup.set()
-            await asyncio.wait_for(asyncio.shield(self._writer), timeout=30)
-            self._writer = None
-        if self._conn is not None:
+        writer, self._writer = self._writer, None
+        try:
+            if writer is not None:
+                self._wakeup.set()
+                try:
+                    await asyncio.wait_for(asyncio.shield(writer), timeout=WRITER_CLOSE_TIMEOUT)
+                finally:
+                    writer.cancel()
+        finally:
             conn, self._conn = self._conn, None
-            await self._run(conn.close)
-        self._executor.shutdown(wait=True)
+            try:
+                if conn is not None:
+                    await asyncio.wait_for(self._run(conn.close), CONNECTION_CLOSE_TIMEOUT)
+            finally:
+                self._executor.shutdown(wait=False)
 
     # --- writes ----------------------------------------------------------------------------
     async def save(self, *records: ImageRecord) -> None:
@@ -157,7 +182,15 @@ class Database:
                 await self._run(
                     functools.partial(self._commit, [op for ops, _ in batch for op in ops])
                 )
-            except Exception as error:  # every waiter learns of it
+            except Exception as error:  # every waiter learns of it; deferred writes are logged
+                deferred = sum(len(ops) for ops, future in batch if future is None)
+                if deferred:
+                    log.warning(
+                        "%d deferred database writes (hits, progress) failed: %s",
+                        deferred,
+                        _translated(error),
+                        extra={"event": "db_write_failed"},
+                    )
                 for _, future in batch:
                     if future is not None and not future.done():
                         future.set_exception(_translated(error))

@@ -2,10 +2,18 @@
 
 `run(image_id, seq)` makes attempts (`fetching.fetch`) until the image is cached, fails
 permanently, runs out of retries, or its record changes under it (deleted or re-queued: `seq`
-no longer matches). Each attempt reserves room first (`Room`). The commit — the rename into
-``images/`` of the very file that was hashed, the record turning ``cached`` and its row saved —
-runs holding the image id (`IdLocks`) and to completion even when the download is cancelled,
-so a `DELETE` either comes before it (and the download never commits) or after it.
+no longer matches). Each attempt reserves room first (`Room`): while it waits for room the
+download is off duty (its worker runs other downloads), and no room within
+``room_wait_timeout`` fails it with ``NoRoom`` (a later `PUT` tries again).
+
+The commit — the rename into ``images/`` of the very file that was hashed, the record turning
+``cached`` and its row saved — runs holding the image id (`IdLocks`) and to completion even
+when the download is cancelled, so a `DELETE` either comes before it (and the download never
+commits) or after it.
+
+Every download ends (SPEC §2.10): an exception no layer translated into a `FetchError` (a bug,
+a `RecursionError`, ...) fails the image with reason ``internal_error`` and the exception's
+name, instead of leaving it ``caching``.
 """
 
 from __future__ import annotations
@@ -20,17 +28,27 @@ from collections.abc import Awaitable, Callable
 from typing import Any, BinaryIO, TypeVar
 
 from imagecache.agent.cache.db import Database
+from imagecache.agent.cache.errors import NoRoom
 from imagecache.agent.cache.fetching import (
     Fetched,
     PermanentFetchError,
     TransientFetchError,
     fetch,
+    hashing_pool,
     upstream_errors,
 )
 from imagecache.agent.cache.locks import IdLocks
+from imagecache.agent.cache.peer_fill import (
+    UNUSABLE_MESSAGES,
+    PeerFailed,
+    PeerGrant,
+    fill_from_peer,
+    peer_unusable,
+)
 from imagecache.agent.cache.pins import Pins
-from imagecache.agent.cache.room import Room
+from imagecache.agent.cache.room import OnWait, Room
 from imagecache.agent.cache.store import Store
+from imagecache.agent.cache.tee import Tee, TeeUpstream
 from imagecache.agent.metrics import AgentMetrics
 from imagecache.agent.settings import AgentSettings
 from imagecache.agent.upstream.port import ImageMeta, Upstream
@@ -74,6 +92,7 @@ class Downloader:
         locks: IdLocks,
         pins: Pins,
         room: Room,
+        off_duty: OnWait,
     ) -> None:
         self.settings = settings
         self.upstream = upstream
@@ -84,15 +103,32 @@ class Downloader:
         self.locks = locks
         self.pins = pins
         self.room = room
+        self.off_duty = off_duty
         self._handed: dict[tuple[str, int], ImageMeta] = {}
+        self._grants: dict[tuple[str, int], PeerGrant] = {}
+        self._tees: dict[tuple[str, int], Tee] = {}
+        self.hashing = hashing_pool()
+        """Threads for digests, shared by every download (sized by cores, not workers)."""
 
-    def hand_over(self, image_id: str, seq: int, meta: ImageMeta) -> None:
+    def close(self) -> None:
+        """Stop the hashing threads (after the downloads stopped)."""
+        self.hashing.shutdown(wait=False, cancel_futures=True)
+
+    def hand_over(self, image_id: str, seq: int, meta: ImageMeta, tee: Tee | None = None) -> None:
         """The metadata the `PUT` just read, for this download's first attempt.
 
         Later attempts (after a transient failure) and downloads resumed after a restart ask
-        the upstream again: the image may have changed upstream meanwhile.
+        the upstream again: the image may have changed upstream meanwhile. With `tee` (a
+        read-through client waiting), the first attempt hands its chunks on to that client
+        (see tee.py); later attempts do not.
         """
         self._handed[(image_id, seq)] = meta
+        if tee is not None:
+            self._tees[(image_id, seq)] = tee
+
+    def grant_peer(self, image_id: str, seq: int, grant: PeerGrant) -> None:
+        """The peer a `PUT` named and the credential to present to it (memory only)."""
+        self._grants[(image_id, seq)] = grant
 
     def current(self, image_id: str, seq: int) -> ImageRecord | None:
         record = self.records.get(image_id)
@@ -138,13 +174,39 @@ class Downloader:
                     self.metrics.failures.labels(error.reason).inc()
                     await self._fail(image_id, seq, str(error))
                     return
+                except Exception as error:  # untranslated: a bug, never a reason to hang
+                    log.exception(
+                        "download of %s failed unexpectedly",
+                        image_id,
+                        extra={"event": "crashed", "image_id": image_id},
+                    )
+                    self.metrics.failures.labels("internal_error").inc()
+                    text = f"internal error: {type(error).__name__}: {error}"
+                    await self._fail(image_id, seq, text[:300])
+                    return
                 self.metrics.duration.observe(time.monotonic() - started)
                 return
         finally:
             self.room.release(image_id)  # no other download of this id runs meanwhile
             self._handed.pop((image_id, seq), None)
+            self._grants.pop((image_id, seq), None)
+            tee = self._tees.pop((image_id, seq), None)
+            if tee is not None:  # never attempted (superseded): the client streams on its own
+                tee.detach()
 
     async def _attempt(self, record: ImageRecord) -> None:
+        tee = self._tees.pop((record.image_id, record.seq), None)
+        if tee is None:
+            await self._attempt_with(record, None)
+            return
+        try:
+            await self._attempt_with(record, tee)
+        except BaseException as error:
+            tee.finish(error)
+            raise
+
+    async def _attempt_with(self, record: ImageRecord, tee: Tee | None) -> None:
+        """One attempt; with `tee`, a read-through client takes the bytes along."""
         image_id, seq = record.image_id, record.seq
         meta = self._handed.pop((image_id, seq), None)
         if meta is None:
@@ -154,14 +216,22 @@ class Downloader:
             raise PermanentFetchError(
                 f"image is not active upstream (status {meta.status!r})", reason="not_active"
             )
+        if tee is not None and (meta.size is None or not self.room.fits_now(image_id, meta.size)):
+            tee.detach()  # the client does not wait for room: it streams on its own
+            tee = None
         if meta.size is not None:
             try:
-                await self.room.reserve(image_id, meta.size)
+                await self.room.reserve(image_id, meta.size, on_wait=self.off_duty)
             except DoesNotFit as error:
                 raise PermanentFetchError(str(error), reason="too_large") from error
+            except NoRoom as error:
+                raise PermanentFetchError(f"NoRoom: {error}", reason="no_room") from error
         if self.current(image_id, seq) is None:
             raise Superseded(image_id)
-        resumed = await asyncio.to_thread(self.store.partial_size, image_id)
+        # A client reading along needs every byte from the first: no resume then.
+        resumed = (
+            0 if tee is not None else await asyncio.to_thread(self.store.partial_size, image_id)
+        )
         self._update(
             image_id,
             seq,
@@ -178,37 +248,78 @@ class Downloader:
                 extra={"event": "resumed" if resumed else "started", "image_id": image_id},
             )
         last = [resumed]
+        counter = [self.metrics.downloaded]
 
         def on_progress(done: int) -> None:
-            self.metrics.downloaded.inc(max(0, done - last[0]))
+            counter[0].inc(max(0, done - last[0]))
             last[0] = done
             self._update(image_id, seq, lambda r: images.progress(r, done=done))
 
         async def reserve(total: int) -> None:
-            """An image of unknown size: room for `total` bytes, else no more bytes."""
+            """An image of unknown size: room for `total` bytes, else no more bytes (it holds
+            its worker and its upstream connection meanwhile: waits at most `stall_timeout`)."""
             try:
-                async with asyncio.timeout(self.settings.stall_timeout):
-                    await self.room.reserve(image_id, total)
+                await self.room.reserve(image_id, total, within=self.settings.stall_timeout)
             except DoesNotFit as error:
                 raise PermanentFetchError(str(error), reason="too_large") from error
-            except TimeoutError as error:
-                raise TransientFetchError(
-                    f"no room for {total} bytes under max_size", reason="no_room"
-                ) from error
+            except NoRoom as error:
+                raise TransientFetchError(f"NoRoom: {error}", reason="no_room") from error
+
+        source = TeeUpstream(self.upstream, tee) if tee is not None else None
 
         async def commit(handle: BinaryIO, fetched: Fetched) -> None:
             await to_completion(self._commit(image_id, seq, handle, fetched))
+            if tee is not None and source is not None:  # verified and committed: the last chunk
+                tee.finish(last=source.last)
 
-        await fetch(
-            upstream=self.upstream,
-            store=self.store,
-            image_id=image_id,
-            meta=meta,
-            max_size=self.settings.max_size,
-            on_progress=on_progress,
-            resume_from=resumed,
-            commit=commit,
-            reserve=reserve,
+        async def download(origin: Upstream, resume_from: int) -> Fetched:
+            return await fetch(
+                upstream=origin,
+                store=self.store,
+                image_id=image_id,
+                meta=meta,
+                max_size=self.settings.max_size,
+                on_progress=on_progress,
+                resume_from=resume_from,
+                commit=commit,
+                reserve=reserve,
+                hashing=self.hashing,
+            )
+
+        if record.source is not None:  # fleet fill: a peer first, the upstream on any failure
+            grant = self._grants.get((image_id, seq))
+            unusable = peer_unusable(record, grant, meta)
+            try:
+                if unusable is not None:
+                    message = UNUSABLE_MESSAGES[unusable].format(url=record.source)
+                    raise PeerFailed(unusable, message)
+                assert grant is not None
+                counter[0] = self.metrics.peer_downloaded
+                await fill_from_peer(
+                    grant,
+                    stall_timeout=self.settings.stall_timeout,
+                    download=lambda peer: download(peer, resumed),
+                )
+                return
+            except PeerFailed as failure:
+                await self._fall_back(image_id, seq, failure)
+            counter[0], last[0], resumed = self.metrics.downloaded, 0, 0
+        await download(source or self.upstream, resumed)
+
+    async def _fall_back(self, image_id: str, seq: int, failure: PeerFailed) -> None:
+        """The peer is out for this download: recorded (with why), counted, and forgotten."""
+        self.metrics.peer_fallbacks.labels(failure.reason).inc()
+        self._grants.pop((image_id, seq), None)
+        self._update(image_id, seq, lambda r: images.fall_back(r, reason=str(failure)))
+        current = self.current(image_id, seq)
+        if current is None:
+            raise Superseded(image_id)
+        await self.db.save(current)
+        log.warning(
+            "%s; downloading %s from the upstream from byte 0",
+            failure,
+            image_id,
+            extra={"event": "peer_fallback", "image_id": image_id, "reason": failure.reason},
         )
 
     async def _commit(self, image_id: str, seq: int, handle: BinaryIO, fetched: Fetched) -> None:
@@ -216,7 +327,7 @@ class Downloader:
         async with self.locks.hold(image_id):
             if self.current(image_id, seq) is None:
                 raise Superseded(image_id)
-            await asyncio.to_thread(self._commit_file, image_id, handle, fetched.md5)
+            await asyncio.to_thread(self._commit_file, image_id, handle, fetched)
             self.pins.reclaim(image_id)  # a doomed file of the same id was just replaced
             finished = images.finish(
                 self.records[image_id], size=fetched.size, checksum=fetched.md5, now=time.time()
@@ -231,10 +342,11 @@ class Downloader:
             extra={"event": "cached", "image_id": image_id},
         )
 
-    def _commit_file(self, image_id: str, handle: BinaryIO, md5: str) -> None:
-        """Rename only the file that was written and hashed (same inode), never another."""
+    def _commit_file(self, image_id: str, handle: BinaryIO, fetched: Fetched) -> None:
+        """Rename only the file that was written and hashed (same inode), never another (nor a
+        link to it: ``lstat``)."""
         try:
-            on_disk = os.stat(self.store.partial_path(image_id))
+            on_disk = os.lstat(self.store.partial_path(image_id))
         except FileNotFoundError as error:
             raise TransientFetchError(
                 "partial file vanished before commit", reason="partial_vanished"
@@ -244,7 +356,7 @@ class Downloader:
             raise TransientFetchError(
                 "partial file was replaced before commit", reason="partial_replaced"
             )
-        self.store.commit(image_id, handle, md5=md5)
+        self.store.commit(image_id, handle, seal=fetched.seal)
 
     def _update(self, image_id: str, seq: int, change: Callable[[ImageRecord], Any]) -> None:
         record = self.current(image_id, seq)

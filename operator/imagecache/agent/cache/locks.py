@@ -8,14 +8,16 @@ file"), and the `DELETE`'s database write removed the new row.
 
 `try_hold` takes a free id without yielding to the event loop, so a step that must choose and
 claim in one go (eviction picks victims nobody else is working on) can do so; `hold` waits in
-FIFO order. A released id is handed to the first waiter directly (no barging).
+FIFO order. A released id is handed to the first waiter directly (no barging). Whoever
+registered with `on_free` is told each time an id becomes free (`Room`: a cached image whose
+id was held is a candidate for eviction again).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 
 
@@ -24,6 +26,11 @@ class IdLocks:
 
     def __init__(self) -> None:
         self._waiters: dict[str, deque[asyncio.Future[None]]] = {}
+        self._on_free: list[Callable[[], None]] = []
+
+    def on_free(self, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever an id becomes free."""
+        self._on_free.append(callback)
 
     def held(self, image_id: str) -> bool:
         return image_id in self._waiters
@@ -58,6 +65,8 @@ class IdLocks:
                 waiter.set_result(None)
                 return
         del self._waiters[image_id]
+        for callback in self._on_free:
+            callback()
 
     @asynccontextmanager
     async def hold(self, *image_ids: str) -> AsyncIterator[None]:

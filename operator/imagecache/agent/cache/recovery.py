@@ -3,9 +3,9 @@
 `open_and_repair` is the I/O around the pure `core.recovery.plan_recovery`: open the database,
 scan the directory (`scan.scan_cache`: nothing followed, changed files re-hashed), plan, then
 carry the plan out — remove what is not a regular file, move changed images to ``invalid/``,
-remove strays and orphan seals, bound ``invalid/``, and record the repaired rows. On a full
-disk a row that cannot be written is only logged: the plan is the same at the next start, and
-the agent still starts and serves what it has.
+remove strays, orphan seals and resume validators, bound ``invalid/``, and record the repaired
+rows. On a full disk a row that cannot be written is only logged: the plan is the same at the
+next start, and the agent still starts and serves what it has.
 """
 
 from __future__ import annotations
@@ -78,4 +78,5 @@ def _repair_files(store: Store, unsafe: list[Path], plan: RecoveryPlan) -> None:
         store.remove(image_id, cached=False)
     for image_id in plan.stray_seals:
         store.remove(image_id, cached=False, partial=False, seal=True)
+    store.prune_validators()
     store.prune_invalid()

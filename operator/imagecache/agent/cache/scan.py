@@ -3,9 +3,12 @@
 `scan_cache` reads the directories without following anything: regular files become
 `FileFacts` (``lstat``), anything else (a symlink, a directory, a fifo) is reported as unsafe
 and later removed, never opened. Seals (``seals/<id>.json``, written by `write_seal` when an
-image is committed) are read with a size bound; a seal that cannot be parsed is no seal. Files
-whose identity changed since they were sealed are re-hashed (`rehash`, opened with
-``O_NOFOLLOW``). Everything here blocks: run it in a worker thread.
+image is committed) are read with a size bound; a seal that cannot be parsed is no seal. A seal
+records the digest it vouches with (``algo``, ``digest``: the strongest digest the upstream gave
+and the download verified, sha256 when it gave none) and Glance's md5 ``checksum`` when that was
+verified; a seal from before digests were named holds only ``md5``. Files whose identity changed
+since they were sealed are re-hashed with the seal's algorithm (`rehash`, opened with
+``O_NOFOLLOW``, regular files only). Everything here blocks: run it in a worker thread.
 """
 
 from __future__ import annotations
@@ -18,11 +21,21 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imagecache.agent.cache.nofollow import open_regular
 from imagecache.core.recovery import FileFacts, Seal, needs_rehash
 
 MAX_SEAL_BYTES = 4096
 SEAL_SUFFIX = ".json"
-READ_CHUNK = 4 * 2**20
+
+
+@dataclass(frozen=True)
+class SealFacts:
+    """What a download verified, for its seal: the digest it vouches with, and Glance's md5
+    when the upstream gave one (served as ``Content-MD5``)."""
+
+    algo: str
+    digest: str
+    md5: str | None = None
 
 
 @dataclass
@@ -31,7 +44,8 @@ class CacheScan:
     partials: dict[str, FileFacts] = field(default_factory=dict)
     seals: dict[str, Seal] = field(default_factory=dict)
     rehashed: dict[str, str] = field(default_factory=dict)
-    """md5 of the sealed files whose identity changed (`core.recovery.needs_rehash`)."""
+    """Digests (with each seal's algorithm) of the sealed files whose identity changed
+    (`core.recovery.needs_rehash`)."""
     unsafe: list[Path] = field(default_factory=list)
     """Entries that are not regular files: removed, never followed."""
 
@@ -69,11 +83,7 @@ def regular_files(directory: Path) -> dict[str, FileFacts]:
 def read_seal(path: Path) -> Seal | None:
     """A seal, or None when it is missing, not a regular file, too big or malformed."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return None
-    try:
-        with os.fdopen(fd, "rb") as handle:
+        with open_regular(path) as handle:
             data = handle.read(MAX_SEAL_BYTES + 1)
     except OSError:
         return None
@@ -81,22 +91,30 @@ def read_seal(path: Path) -> Seal | None:
         return None
     try:
         doc = json.loads(data)
+        md5 = doc.get("md5")
+        algo = str(doc.get("algo", "md5"))
+        if algo not in hashlib.algorithms_guaranteed or algo.startswith("shake"):
+            return None
         return Seal(
             size=int(doc["size"]),
-            md5=str(doc["md5"]),
+            algo=algo,
+            digest=str(doc["digest"] if "algo" in doc else md5),
+            md5=str(md5) if md5 is not None else None,
             inode=int(doc["inode"]),
             mtime_ns=int(doc["mtime_ns"]),
             cached_at=float(doc["cached_at"]),
         )
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):  # junk: no seal
         return None
 
 
-def write_seal(path: Path, info: os.stat_result, *, md5: str, now: float) -> None:
+def write_seal(path: Path, info: os.stat_result, facts: SealFacts, *, now: float) -> None:
     """Write a seal atomically (temporary file, fsync, rename, fsync the directory)."""
     doc = {
         "size": info.st_size,
-        "md5": md5,
+        "algo": facts.algo,
+        "digest": facts.digest,
+        "md5": facts.md5,
         "inode": info.st_ino,
         "mtime_ns": info.st_mtime_ns,
         "cached_at": now,
@@ -116,20 +134,14 @@ def write_seal(path: Path, info: os.stat_result, *, md5: str, now: float) -> Non
         os.close(directory)
 
 
-def rehash(path: Path) -> str | None:
-    """md5 of a regular file, never through a symlink; None when it cannot be read."""
+def rehash(path: Path, algo: str = "md5") -> str | None:
+    """The `algo` digest of a regular file, never through a symlink; None when it cannot be
+    read."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with open_regular(path) as handle:
+            return hashlib.file_digest(handle, algo).hexdigest()
     except OSError:
         return None
-    digest = hashlib.md5()
-    try:
-        with os.fdopen(fd, "rb", buffering=0) as handle:
-            while chunk := handle.read(READ_CHUNK):
-                digest.update(chunk)
-    except OSError:
-        return None
-    return digest.hexdigest()
 
 
 def scan_cache(*, images: Path, seals: Path, incomplete: Path, invalid: Path) -> CacheScan:
@@ -144,9 +156,9 @@ def scan_cache(*, images: Path, seals: Path, incomplete: Path, invalid: Path) ->
             if seal is not None:
                 found.seals[name.removesuffix(SEAL_SUFFIX)] = seal
     for image_id in needs_rehash(found.images, found.seals):
-        md5 = rehash(images / image_id)
-        if md5 is not None:
-            found.rehashed[image_id] = md5
+        digest = rehash(images / image_id, found.seals[image_id].algo)
+        if digest is not None:
+            found.rehashed[image_id] = digest
     return found
 
 

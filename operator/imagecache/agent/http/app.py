@@ -13,19 +13,20 @@ from aiohttp import web
 
 from imagecache.agent.cache.facade import ImageCache
 from imagecache.agent.http.appkeys import CACHE, METRICS, SETTINGS
-from imagecache.agent.http.auth import AcceptedTokens
-from imagecache.agent.http.image_views import IMAGE_INDEX
+from imagecache.agent.http.auth import AcceptedTokens, InboundAuth
 from imagecache.agent.http.middlewares import auth_middleware, errors_middleware
+from imagecache.agent.http.peer_views import PEER_SLOTS, PeerSlots
 from imagecache.agent.http.views import routes
 from imagecache.agent.keystone import Keystone, make_keystone
 from imagecache.agent.metrics import AgentMetrics
 from imagecache.agent.settings import AgentSettings
 from imagecache.agent.token_file import TokenFile
+from imagecache.agent.token_review import ApiAccess, TokenReviews
 from imagecache.agent.upstream.auth import KeystoneAuth, StaticToken
 from imagecache.agent.upstream.file import FileUpstream
 from imagecache.agent.upstream.http import GlanceUpstream, HttpUpstream
-from imagecache.agent.upstream.index import make_image_index
 from imagecache.agent.upstream.port import Upstream
+from imagecache.core.podtokens import agent_audience, peer_audience
 
 
 def create_app(settings: AgentSettings, *, upstream: Upstream | None = None) -> web.Application:
@@ -33,10 +34,17 @@ def create_app(settings: AgentSettings, *, upstream: Upstream | None = None) -> 
     tokens = (
         AcceptedTokens(TokenFile(settings.token_file)) if settings.token_file is not None else None
     )
-    keystone = make_keystone(settings.os_cloud, roles=settings.roles, clock=time.time)
-    inbound = keystone if settings.auth == "keystone" else None
+    keystone = make_keystone(
+        settings.os_cloud,
+        roles=settings.roles,
+        clock=time.time,
+        timeout=settings.keystone_timeout,
+    )
+    reviews = make_token_reviews(settings)
+    peer_reviews = make_token_reviews(settings, peer_audience)  # fleet fill: peer reads only
+    inbound: InboundAuth | None = keystone if settings.auth == "keystone" else reviews
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware(tokens, inbound)],
+        middlewares=[errors_middleware, auth_middleware(tokens, inbound, peer_reviews)],
         handler_args={"max_field_size": 16384, "max_line_size": 16384},
     )
     metrics = AgentMetrics()
@@ -53,20 +61,43 @@ def create_app(settings: AgentSettings, *, upstream: Upstream | None = None) -> 
         ),
         metrics,
     )
-    app[IMAGE_INDEX] = make_image_index(app[CACHE].upstream)
+    app[PEER_SLOTS] = PeerSlots(settings.peer_serve_limit)
+    metrics.peer_serving.set_function(lambda: float(app[PEER_SLOTS].in_use))
     app.add_routes(routes())
     app.cleanup_ctx.append(_threads)
     app.cleanup_ctx.append(_cache)
     app.on_shutdown.append(_drain)
-    if keystone is not None:
-        app.cleanup_ctx.append(_closing(keystone))
+    for closable in (keystone, reviews, peer_reviews):
+        if closable is not None:
+            app.cleanup_ctx.append(_closing(closable))
     return app
 
 
-def _closing(keystone: Keystone) -> Callable[[web.Application], AsyncIterator[None]]:
+def make_token_reviews(
+    settings: AgentSettings, audience: Callable[[str], str] = agent_audience
+) -> TokenReviews | None:
+    """The TokenReview judge of ``auth = kubernetes`` (None in the other modes) for this pod's
+    `audience`: the agent's own, or (`peer_audience`) that of other agents' peer reads."""
+    if settings.auth != "kubernetes":
+        return None
+    assert settings.pod_uid is not None and settings.operator_service_account is not None
+    access = (
+        ApiAccess.from_kubeconfig(settings.kubeconfig)
+        if settings.kubeconfig is not None
+        else ApiAccess.in_cluster()
+    )
+    return TokenReviews(
+        access,
+        audience=audience(settings.pod_uid),
+        username=settings.operator_service_account,
+        clock=time.time,
+    )
+
+
+def _closing(closable: Keystone | TokenReviews) -> Callable[[web.Application], AsyncIterator[None]]:
     async def context(app: web.Application) -> AsyncIterator[None]:
         yield
-        await keystone.close()
+        await closable.close()
 
     return context
 

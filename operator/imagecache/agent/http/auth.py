@@ -1,13 +1,28 @@
 """Client tokens (SPEC §2.4): accepted tokens from `token_file` (read by token_file.TokenFile,
-re-read when the file changes), compared in constant time."""
+re-read when the file changes), compared in constant time; `InboundAuth`, what the middleware
+asks about any other token (Keystone, or a Kubernetes TokenReview)."""
 
 from __future__ import annotations
 
 import hmac
+from typing import Protocol
 
 from aiohttp import web
 
+from imagecache.agent.keystone import Outcome
 from imagecache.agent.token_file import TokenFile
+
+
+class InboundAuth(Protocol):
+    """A judge of client tokens: `keystone.Keystone` or `token_review.TokenReviews`."""
+
+    def known(self, token: str) -> Outcome | None:
+        """The verdict already known for `token` (cached, or an implausible token), at once."""
+        ...
+
+    async def check(self, token: str) -> Outcome:
+        """``allowed``, ``invalid`` or ``forbidden``; raises when it cannot be asked."""
+        ...
 
 
 class AcceptedTokens:

@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from aiohttp.abc import AbstractStreamWriter
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from imagecache.agent.cache.facade import ClearTarget
-from imagecache.agent.cache.maintenance import cache_admin_routes
-from imagecache.agent.http.appkeys import CACHE, METRICS
-from imagecache.agent.http.errors import BadRequest, NotFound, from_upstream
+from imagecache.agent.http.appkeys import CACHE, METRICS, SETTINGS
+from imagecache.agent.http.errors import BadRequest, NotFound
+from imagecache.agent.http.files import CachedFileResponse
 from imagecache.agent.http.image_views import image_routes
+from imagecache.agent.http.maintenance_views import cache_admin_routes
 from imagecache.agent.http.middlewares import is_glance_client
+from imagecache.agent.http.peer_views import admit_peer_read, peer_grant
+from imagecache.agent.peer_policy import PEER_READ_HEADER
 from imagecache.agent.upstream.port import UpstreamError
 from imagecache.core.ids import is_valid_image_id
+
+log = logging.getLogger("imagecache.agent.http")
 
 CLEAR_HEADER = "x-image-cache-clear-target"
 _ZERO_SUFFIX = re.compile(r"bytes=\s*-0+\s*")
@@ -58,7 +62,7 @@ async def list_cache(request: web.Request) -> web.Response:
 
 async def queue_image(request: web.Request) -> web.Response:
     # The body is never read: glanceclient sends Content-Type: application/json with no body.
-    await request.app[CACHE].queue(request.match_info["image_id"])
+    await request.app[CACHE].queue(request.match_info["image_id"], peer=peer_grant(request))
     return web.Response(status=202)
 
 
@@ -87,19 +91,22 @@ async def image_file(request: web.Request) -> web.StreamResponse:
         raise NotFound(f"No image with id {image_id!r}")
     cache = request.app[CACHE]
     read = request.method == "GET"  # HEAD neither counts a hit nor queues the image
-    found = cache.pin(image_id, read=read)
-    if found is not None:
-        path, record, release = found
+    served = await cache.open_cached(image_id, read=read)
+    if PEER_READ_HEADER in request.headers:  # another agent: only what is cached here
+        served = admit_peer_read(request, served)
+    if served is not None:
         if _ZERO_SUFFIX.fullmatch(request.headers.get("Range", "")):
-            # RFC 9110 §14.1.1: a zero-length suffix is unsatisfiable (416); aiohttp's
-            # FileResponse reads "-0" as "0-" and would send the whole file with 206.
-            release()
-            return web.Response(status=416, headers={"Content-Range": f"bytes */{record.size}"})
+            # RFC 9110 §14.1.1: a zero-length suffix is unsatisfiable (416); aiohttp reads
+            # "-0" as "0-" and would send the whole file with 206.
+            served.release()
+            return web.Response(status=416, headers={"Content-Range": f"bytes */{served.size}"})
         headers = {"Content-Type": "application/octet-stream"}
-        if record.checksum:
-            headers["Content-MD5"] = record.checksum
-        return PinnedFileResponse(path, release, headers=headers)
-    meta = await cache.read_through(image_id, read=read)
+        if served.checksum:
+            headers["Content-MD5"] = served.checksum
+        idle = request.app[SETTINGS].serve_idle_timeout
+        return CachedFileResponse(served, idle_timeout=idle, headers=headers)
+    miss = await cache.read_through(image_id, read=read)
+    meta = miss.meta
     response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
     if meta.size is not None:
         response.content_length = meta.size
@@ -110,17 +117,26 @@ async def image_file(request: web.Request) -> web.StreamResponse:
         return response
     sent = 0
     try:
-        async with cache.open_upstream(image_id) as stream:
+        async with miss.open() as stream:
             await response.prepare(request)
             async for chunk in stream.chunks():
                 sent += len(chunk)
                 if meta.size is not None and sent > meta.size:
                     break  # more than promised: these bytes cannot be trusted
                 await response.write(chunk)
-    except UpstreamError as error:
+    except UpstreamError:
         if not response.prepared:
-            raise from_upstream(error, image_id) from error
+            raise  # answered by the errors middleware, as every upstream error is
         sent = -1
+    except ConnectionError as error:  # the client went away: nobody is left to answer
+        log.info(
+            "client went away after %d bytes of %s: %s",
+            sent,
+            request.path,
+            error,
+            extra={"event": "client_gone"},
+        )
+        return response
     if sent < 0 or (meta.size is not None and sent != meta.size):
         # Short, long or broken: the client must see a failed transfer, not wait for bytes
         # that will never come (its Content-Length was promised).
@@ -129,20 +145,6 @@ async def image_file(request: web.Request) -> web.StreamResponse:
         return response
     await response.write_eof()
     return response
-
-
-class PinnedFileResponse(web.FileResponse):
-    """A cached file served zero-copy (sendfile, Range); its pin is released once sent."""
-
-    def __init__(self, path: Path, release: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(path, **kwargs)
-        self._release = release
-
-    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
-        try:
-            return await super().prepare(request)
-        finally:
-            self._release()
 
 
 async def healthz(request: web.Request) -> web.Response:

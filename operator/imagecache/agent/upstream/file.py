@@ -1,13 +1,15 @@
 """The file upstream: image ``X`` is ``<dir>/X``, with an optional Glance sidecar ``X.json``.
 
-The sidecar is read up to `METADATA_LIMIT` bytes and its fields pass `upstreams.image_meta`'s
-bounds, as an HTTP upstream's metadata does.
+The sidecar is read by `read_sidecar` (up to `METADATA_LIMIT` bytes, parsed by
+`documents.load_document`'s one rule) and its fields pass `port.image_meta`'s bounds, as an HTTP
+upstream's metadata does. An open image names its version by the file's size, mtime and inode
+(`stream.validator`): a resume whose partial was read from another version starts over.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,6 +17,7 @@ from stat import S_ISREG
 from typing import Any, BinaryIO
 
 from imagecache.agent.upstream.batching import ThreadBatch
+from imagecache.agent.upstream.documents import load_document
 from imagecache.agent.upstream.port import (
     CHUNK_SIZE,
     METADATA_LIMIT,
@@ -58,27 +61,7 @@ class FileUpstream:
             ) from error
         if not S_ISREG(stat.st_mode):
             raise ImageNotFound(path.name)
-        fields: dict[str, Any] = {}
-        sidecar = path.with_name(path.name + ".json")
-        try:
-            with sidecar.open("rb") as handle:
-                text = handle.read(METADATA_LIMIT + 1)
-            if len(text) > METADATA_LIMIT:
-                raise BadUpstreamAnswer(
-                    f"sidecar {sidecar.name} is larger than {METADATA_LIMIT} bytes",
-                    reason="metadata_too_large",
-                )
-            fields = json.loads(text)
-        except FileNotFoundError:
-            pass
-        except (OSError, ValueError) as error:
-            raise BadUpstreamAnswer(
-                f"unreadable sidecar {sidecar.name}: {error}", reason="bad_metadata"
-            ) from error
-        if not isinstance(fields, dict):
-            raise BadUpstreamAnswer(
-                f"sidecar {sidecar.name} is not a JSON object", reason="bad_metadata"
-            )
+        fields = read_sidecar(path)
         return image_meta(
             size=stat.st_size,
             status=fields.get("status", "active"),
@@ -88,7 +71,9 @@ class FileUpstream:
         )
 
     @asynccontextmanager
-    async def open(self, image_id: str, offset: int) -> AsyncIterator[ByteStream]:
+    async def open(
+        self, image_id: str, offset: int, *, validator: str | None = None
+    ) -> AsyncIterator[ByteStream]:
         path = self._path(image_id)
         try:
             handle: BinaryIO = await asyncio.to_thread(path.open, "rb", buffering=0)
@@ -99,6 +84,9 @@ class FileUpstream:
                 f"cannot open {image_id}: {error}", reason="connection"
             ) from error
         try:
+            version = file_version(await asyncio.to_thread(os.fstat, handle.fileno()))
+            if validator is not None and validator != version:
+                offset = 0  # the file changed since the partial was read from it
             await asyncio.to_thread(handle.seek, offset)
 
             async def source() -> AsyncIterator[bytes]:
@@ -113,9 +101,38 @@ class FileUpstream:
                         return
                     yield chunk
 
-            yield ChunkStream(offset=offset, source=source)
+            yield ChunkStream(offset=offset, source=source, validator=version)
         finally:
             await asyncio.to_thread(handle.close)
 
     async def close(self) -> None:
         return None
+
+
+def file_version(info: os.stat_result) -> str:
+    """A file's version for resuming: its size, mtime (ns) and inode."""
+    return f"file:{info.st_size}:{info.st_mtime_ns}:{info.st_ino}"
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """The Glance fields of image file `path` (its ``<name>.json``), {} when it has none.
+
+    Blocking. A sidecar that cannot be read, is too large, is not JSON within
+    `load_document`'s bounds or not an object is a `BadUpstreamAnswer`.
+    """
+    sidecar = path.with_name(path.name + ".json")
+    try:
+        with sidecar.open("rb") as handle:
+            text = handle.read(METADATA_LIMIT + 1)
+    except FileNotFoundError:
+        return {}
+    except OSError as error:
+        raise BadUpstreamAnswer(
+            f"unreadable sidecar {sidecar.name}: {error}", reason="bad_metadata"
+        ) from error
+    fields = load_document(text, source=f"sidecar {sidecar.name}")
+    if not isinstance(fields, dict):
+        raise BadUpstreamAnswer(
+            f"sidecar {sidecar.name} is not a JSON object", reason="bad_metadata"
+        )
+    return fields

@@ -14,14 +14,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
 from imagecache.agent.upstream.auth import NoAuth, UpstreamAuth
+from imagecache.agent.upstream.documents import load_document
 from imagecache.agent.upstream.port import (
     CHUNK_SIZE,
     FLUSH_AFTER,
@@ -36,6 +38,15 @@ from imagecache.agent.upstream.port import (
     image_meta,
 )
 from imagecache.core.ids import is_uuid, is_valid_image_id
+
+IDENTITY = {"Accept-Encoding": "identity"}
+VALIDATOR_LIMIT = 256  # characters: the longest ETag or Last-Modified kept for If-Range
+_CONTENT_RANGE = re.compile(r"bytes (\d{1,19})-(\d{1,19})/(\d{1,19})")
+
+
+def segment(image_id: str) -> str:
+    """An (already validated) image id as one URL path segment: nothing in it is a separator."""
+    return quote(image_id, safe="")
 
 
 class _HttpBase:
@@ -61,6 +72,7 @@ class _HttpBase:
                     total=None, connect=self.stall_timeout, sock_connect=self.stall_timeout
                 ),
                 auto_decompress=False,
+                headers=IDENTITY,
             )
         return self._session
 
@@ -82,7 +94,8 @@ class _HttpBase:
     ) -> aiohttp.ClientResponse:
         """One authenticated request (again once after a 401); the caller releases it.
 
-        Redirects are not followed: a 3xx raises `BadUpstreamAnswer` (reason ``redirect``).
+        Redirects are not followed: a 3xx raises `BadUpstreamAnswer` (reason ``redirect``), as
+        does an answer in any ``Content-Encoding`` but identity (reason ``content_encoding``).
         """
         url = f"{await self.base_url()}{path}"
         for attempt in (1, 2):
@@ -103,6 +116,14 @@ class _HttpBase:
                     "redirects are not followed",
                     reason="redirect",
                 )
+            encoding = response.headers.get("Content-Encoding", "").strip().lower()
+            if encoding not in ("", "identity"):
+                response.release()
+                raise BadUpstreamAnswer(
+                    f"upstream answered with Content-Encoding {encoding[:32]!r}; the agent asks "
+                    "for identity encoding only and never stores or passes on encoded bytes",
+                    reason="content_encoding",
+                )
             if response.status != 401 or attempt == 2:
                 return response
             response.release()
@@ -113,28 +134,51 @@ class _HttpBase:
         raise NotImplementedError
 
     @asynccontextmanager
-    async def open(self, image_id: str, offset: int) -> AsyncIterator[ByteStream]:
+    async def open(
+        self, image_id: str, offset: int, *, validator: str | None = None
+    ) -> AsyncIterator[ByteStream]:
         path = self._bytes_path(image_id)
         headers = {"Range": f"bytes={offset}-"} if offset > 0 else {}
+        if offset > 0 and validator is not None:
+            headers["If-Range"] = validator
         response = await self._request("GET", path, headers=headers)
         try:
-            if response.status == 416 and offset > 0:
+            misfit = response.status == 206 and not range_fits(
+                response.headers.get("Content-Range", ""), response.content_length, offset
+            )
+            if offset > 0 and (response.status == 416 or misfit):
                 response.release()
                 async with self.open(image_id, 0) as fresh:
                     yield fresh
                 return
+            if misfit:
+                raise BadUpstreamAnswer(
+                    "upstream answered 206 with a Content-Range that does not start at byte 0 "
+                    f"or run to the end: {response.headers.get('Content-Range', '')[:64]!r}",
+                    reason="bad_range",
+                )
             _raise_for_status(response.status, image_id)
             start = offset if response.status == 206 else 0
-            yield ChunkStream(offset=start, source=lambda: self._read(response))
+            yield ChunkStream(
+                offset=start,
+                source=lambda: self._read(response),
+                validator=validator_of(response.headers),
+            )
         finally:
             response.release()
 
     async def _read(self, response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         """Chunks of up to `chunk_size`; a partial chunk is handed on when the upstream pauses
         or once it has been held for `FLUSH_AFTER` (so progress moves at least that often on a
-        slow upstream, and a drop loses nothing already received)."""
-        buffer = bytearray()
-        held_since = 0.0  # when the oldest byte in `buffer` arrived
+        slow upstream, and a drop loses nothing already received).
+
+        The pieces the connection delivers are collected in a list and joined once per chunk
+        (no copy at all when one piece is the chunk): growing a buffer per piece cost three
+        copies of every byte and a page fault per page.
+        """
+        pieces: list[bytes] = []
+        held = 0  # bytes in `pieces`
+        held_since = 0.0  # when the oldest byte in `pieces` arrived
         expected = response.content_length
         received = 0
         content = response.content
@@ -143,14 +187,14 @@ class _HttpBase:
             failure: TransientUpstreamError | None = None
             piece = b""
             try:
-                piece = content.read_nowait(self.chunk_size - len(buffer)) if buffer else b""
-                if not piece and buffer:
+                piece = content.read_nowait(self.chunk_size - held) if held else b""
+                if not piece and held:
                     try:
                         async with asyncio.timeout(FLUSH_AFTER):
                             piece = await content.readany()
                     except TimeoutError:
-                        yield bytes(buffer)
-                        buffer.clear()
+                        yield _joined(pieces)
+                        pieces, held = [], 0
                         continue
                 elif not piece:
                     async with asyncio.timeout(self.stall_timeout):
@@ -164,24 +208,58 @@ class _HttpBase:
                 failure = TransientUpstreamError(f"connection lost: {error!r}", reason="connection")
                 failure.__cause__ = error
             if failure is not None:
-                if buffer:  # keep what arrived: the next attempt resumes after it
-                    yield bytes(buffer)
+                if held:  # keep what arrived: the next attempt resumes after it
+                    yield _joined(pieces)
                 raise failure
             if not piece:
                 break
             received += len(piece)
-            if not buffer:
+            if not held:
                 held_since = clock()
-            buffer += piece
-            if len(buffer) >= self.chunk_size or clock() - held_since >= FLUSH_AFTER:
-                yield bytes(buffer)
-                buffer.clear()
-        if buffer:
-            yield bytes(buffer)
+            pieces.append(piece)
+            held += len(piece)
+            if held >= self.chunk_size or clock() - held_since >= FLUSH_AFTER:
+                yield _joined(pieces)
+                pieces, held = [], 0
+        if held:
+            yield _joined(pieces)
         if expected is not None and received < expected:
             raise TransientUpstreamError(
                 f"connection closed after {received} of {expected} bytes", reason="truncated"
             )
+
+
+def _joined(pieces: list[bytes]) -> bytes:
+    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+def range_fits(content_range: str, length: int | None, offset: int) -> bool:
+    """Whether a 206 holds the bytes from `offset` to the end: its ``Content-Range`` starts at
+    `offset` and ends at ``total - 1``, and ``Content-Length`` (when sent) is that length."""
+    match = _CONTENT_RANGE.fullmatch(content_range.strip())
+    if match is None:
+        return False
+    start, end, total = (int(group) for group in match.groups())
+    return (
+        start == offset
+        and start <= end
+        and end == total - 1
+        and (length is None or length == end - start + 1)
+    )
+
+
+def validator_of(headers: Mapping[str, str]) -> str | None:
+    """What identifies this version of the image for ``If-Range``: a strong ``ETag``, else
+    ``Last-Modified``; None when the answer has neither (or only malformed ones)."""
+    etag = headers.get("ETag", "")
+    if _is_header_text(etag) and len(etag) >= 2 and etag[0] == etag[-1] == '"':
+        return etag  # a weak ETag (W/"...") never matches If-Range: not kept
+    modified = headers.get("Last-Modified", "")
+    return modified if _is_header_text(modified) else None
+
+
+def _is_header_text(value: str) -> bool:
+    return 0 < len(value) <= VALIDATOR_LIMIT and all(" " <= c <= "~" for c in value)
 
 
 def _raise_for_status(status: int, image_id: str) -> None:
@@ -204,7 +282,7 @@ class HttpUpstream(_HttpBase):
     def _bytes_path(self, image_id: str) -> str:
         if not is_valid_image_id(image_id):
             raise ImageNotFound(image_id)
-        return f"/{image_id}"
+        return f"/{segment(image_id)}"
 
     async def metadata(self, image_id: str) -> ImageMeta:
         response = await self._request("HEAD", self._bytes_path(image_id))
@@ -244,16 +322,17 @@ class GlanceUpstream(_HttpBase):
         if not is_uuid(image_id):
             raise ImageNotFound(image_id)
 
-    def _bytes_path(self, image_id: str) -> str:
+    def image_path(self, image_id: str) -> str:
+        """``/v2/images/{id}`` for a UUID (else `ImageNotFound`), the id quoted."""
         self._check(image_id)
-        return f"/v2/images/{image_id}/file"
+        return f"/v2/images/{segment(image_id)}"
+
+    def _bytes_path(self, image_id: str) -> str:
+        return f"{self.image_path(image_id)}/file"
 
     async def metadata(self, image_id: str) -> ImageMeta:
-        self._check(image_id)
-        status, doc = await self.get_json(f"/v2/images/{image_id}")
+        status, doc = await self.get_json(self.image_path(image_id))
         _raise_for_status(status, image_id)
-        if doc is None:
-            raise BadUpstreamAnswer("upstream sent bad JSON", reason="bad_metadata")
         if not isinstance(doc, dict):
             raise BadUpstreamAnswer("upstream sent a non-object image", reason="bad_metadata")
         return image_meta(
@@ -269,7 +348,9 @@ class GlanceUpstream(_HttpBase):
 
         For the image metadata views (image_index.GlanceImageIndex), which pass Glance's
         answers on. A document over `METADATA_LIMIT` bytes is a `BadUpstreamAnswer` (reason
-        ``metadata_too_large``), found without reading more than the limit.
+        ``metadata_too_large``), found without reading more than the limit. A 2xx document
+        must pass `load_document` (else `BadUpstreamAnswer`); an error's body is only a hint,
+        None when it does not.
         """
         # Glance answers errors in HTML unless asked for JSON.
         response = await self._request(
@@ -284,11 +365,12 @@ class GlanceUpstream(_HttpBase):
             ) from error
         finally:
             response.release()
+        if 200 <= response.status < 300:
+            return response.status, load_document(body, source="upstream image document")
         try:
-            doc = json.loads(body)
-        except ValueError:
-            doc = None
-        return response.status, doc
+            return response.status, load_document(body, source="upstream error document")
+        except BadUpstreamAnswer:
+            return response.status, None
 
 
 async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -11,6 +11,10 @@ implementations, one per kind of upstream:
 - `HttpImageIndex`: a plain HTTP server cannot list, so `show` answers from ``HEAD`` and
   `index` only finds an image named by an ``id`` or ``name`` filter (its name is its id).
 
+Ids are checked before any path is built (`GlanceUpstream.image_path`: UUIDs only, quoted as one
+segment); sidecars are read by `file.read_sidecar`, so a sidecar outside the one JSON rule
+(`documents.load_document`) is the same `BadUpstreamAnswer` here as for a download.
+
 Errors: `upstreams.ImageNotFound` (404), `InvalidQuery` (400), and the upstream's
 `TransientUpstreamError`/`UpstreamError` (503), mapped in `images_api`.
 """
@@ -18,7 +22,6 @@ Errors: `upstreams.ImageNotFound` (404), `InvalidQuery` (400), and the upstream'
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -27,9 +30,14 @@ from stat import S_ISREG
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
-from imagecache.agent.upstream.file import FileUpstream
+from imagecache.agent.upstream.file import FileUpstream, read_sidecar
 from imagecache.agent.upstream.http import GlanceUpstream
-from imagecache.agent.upstream.port import ImageNotFound, PermanentUpstreamError, Upstream
+from imagecache.agent.upstream.port import (
+    BadUpstreamAnswer,
+    ImageNotFound,
+    PermanentUpstreamError,
+    Upstream,
+)
 from imagecache.core.ids import is_valid_image_id
 
 Query = Sequence[tuple[str, str]]
@@ -59,6 +67,8 @@ class ImageIndex(Protocol):
 class GlanceApi(Protocol):
     """What `GlanceImageIndex` needs from the Glance upstream: an authenticated JSON GET."""
 
+    def image_path(self, image_id: str) -> str: ...
+
     async def get_json(self, path: str, query: Query = ()) -> tuple[int, Any]: ...
 
 
@@ -69,7 +79,7 @@ class GlanceImageIndex:
         self.glance = glance
 
     async def show(self, image_id: str) -> Document:
-        status, doc = await self.glance.get_json(f"/v2/images/{image_id}")
+        status, doc = await self.glance.get_json(self.glance.image_path(image_id))
         return _document(status, doc, image_id)
 
     async def index(self, query: Query) -> Document:
@@ -149,11 +159,14 @@ def read_file_image(directory: Path, image_id: str) -> Document | None:
         return None
     if not S_ISREG(stat.st_mode):
         return None
-    return file_image(image_id, size=stat.st_size, modified=stat.st_mtime, sidecar=_sidecar(path))
+    return file_image(
+        image_id, size=stat.st_size, modified=stat.st_mtime, sidecar=read_sidecar(path)
+    )
 
 
 def read_file_images(directory: Path) -> list[Document]:
-    """Every image of the directory (sidecars ``*.json`` are not images)."""
+    """Every image of the directory (sidecars ``*.json`` are not images; an image whose
+    sidecar is unusable is left out)."""
     docs = []
     with os.scandir(directory) as entries:
         names = [
@@ -162,18 +175,13 @@ def read_file_images(directory: Path) -> list[Document]:
             if e.is_file() and not e.name.endswith(".json") and is_valid_image_id(e.name)
         ]
     for name in names:
-        doc = read_file_image(directory, name)
+        try:
+            doc = read_file_image(directory, name)
+        except BadUpstreamAnswer:
+            continue  # an unusable sidecar: the image cannot be cached either, so not listed
         if doc is not None:
             docs.append(doc)
     return docs
-
-
-def _sidecar(path: Path) -> dict[str, Any]:
-    try:
-        fields = json.loads(path.with_name(path.name + ".json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return fields if isinstance(fields, dict) else {}
 
 
 # --- pure: documents and listings -------------------------------------------------------------

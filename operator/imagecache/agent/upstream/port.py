@@ -3,10 +3,14 @@
 Implementations: `upstream_file.FileUpstream`, `upstream_http.HttpUpstream` and
 `upstream_http.GlanceUpstream`; `app.make_upstream` picks one from settings.
 
-`Upstream.metadata(image_id)` → `ImageMeta`; `Upstream.open(image_id, offset)` → an async
-context manager yielding a `ByteStream` (bounded chunks, from `stream.offset`, which is 0 when
-the upstream ignored the requested offset). The upstream is fixed by settings: ids are only ever
-appended to the configured base, after `is_valid_image_id` checked them.
+`Upstream.metadata(image_id)` → `ImageMeta`; `Upstream.open(image_id, offset, validator=...)`
+→ an async context manager yielding a `ByteStream` (bounded chunks, from `stream.offset`, which
+is 0 when the upstream ignored the requested offset or the image changed since `validator`).
+`stream.validator` names the version of the image being read (an HTTP ``ETag`` or
+``Last-Modified``, a file's size, mtime and inode), or None; it is kept with the partial file
+and handed back on resume, so a resume never splices two versions. The upstream is fixed by
+settings: ids are only ever appended to the configured base as one quoted path segment, after
+`is_valid_image_id` (Glance: `is_uuid`) checked them.
 
 Every request an HTTP upstream makes goes to the configured base and nowhere else: redirects are
 never followed (a 3xx is a `BadUpstreamAnswer`), so the upstream token cannot leave it.
@@ -22,13 +26,14 @@ short snake_case `reason`, the label of the agent's ``imagecache_failures`` metr
      ├── ImageNotFound             not_found: the upstream does not have it (permanent)
      ├── PermanentUpstreamError    refused: a 4xx (e.g. our token refused) — fixable upstream
      │    └── BadUpstreamAnswer    redirect, bad_metadata, metadata_too_large,
-     │                             unsupported_hash_algo, no_data, too_long: the answer breaks
-     │                             the agent's bounds (the image fails with this reason)
+     │                             unsupported_hash_algo, no_data, too_long, content_encoding,
+     │                             bad_range: the answer breaks the agent's bounds (the image
+     │                             fails with this reason)
      └── TransientUpstreamError    connection, stall, upstream_5xx, truncated, auth_unavailable
                                    (retried with backoff)
 
 Translated once each: to a download outcome in `fetching.upstream_errors`, to an HTTP answer in
-`errors.from_upstream`.
+`http.errors.to_api_error`.
 """
 
 from __future__ import annotations
@@ -111,9 +116,11 @@ class ImageMeta:
 
 
 class ByteStream(Protocol):
-    """An open download: bytes from `offset` on, in bounded chunks."""
+    """An open download: bytes from `offset` on, in bounded chunks, of the image's version
+    `validator` (None when the upstream names none)."""
 
     offset: int
+    validator: str | None
 
     def chunks(self) -> AsyncIterator[bytes]: ...
 
@@ -123,7 +130,9 @@ class Upstream(Protocol):
 
     async def metadata(self, image_id: str) -> ImageMeta: ...
 
-    def open(self, image_id: str, offset: int) -> AbstractAsyncContextManager[ByteStream]: ...
+    def open(
+        self, image_id: str, offset: int, *, validator: str | None = None
+    ) -> AbstractAsyncContextManager[ByteStream]: ...
 
     async def close(self) -> None: ...
 
@@ -134,6 +143,7 @@ class ChunkStream:
 
     offset: int
     source: Callable[[], AsyncIterator[bytes]]
+    validator: str | None = None
 
     def chunks(self) -> AsyncIterator[bytes]:
         return self.source()
