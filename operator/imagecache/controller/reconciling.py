@@ -462,7 +462,12 @@ class Reconciler:
             answer = report.answer if report is not None else None
             observed: Observed = "idle"
             source = memo.source
-            if isinstance(answer, Mapping):
+            put_pending = (
+                report is not None and memo.put_at is not None and memo.put_at >= report.started_at
+            )
+            if put_pending:  # queued by us after this answer was taken: it fills
+                observed = "filling"
+            elif isinstance(answer, Mapping):
                 assert report is not None
                 entry = find_image(report=answer, image_id=image)
                 agent_state = entry.get("state", "absent")
@@ -474,7 +479,7 @@ class Reconciler:
                 elif (target.due or memo.state is None) and target_action(
                     agent_state=agent_state,
                     previous_phase=kept.phase if kept is not None else None,
-                    put_pending=memo.put_at is not None and memo.put_at >= report.started_at,
+                    put_pending=False,
                     recheck_due=memo.state is not None,
                 ) == "put":
                     observed = "to_fill"
