@@ -104,6 +104,9 @@ class SimulatedAgent:
         self.current: tuple[str, float] | None = None
         self.cached: dict[str, float] = {}
         self.gets = 0
+        # Wall-clock time of monotonic zero, fixed: a cached image's last_modified must not
+        # jitter from one listing to the next (a real agent reports its file's fixed mtime).
+        self.wall = time.time() - time.monotonic()
 
     def advance(self, now: float) -> None:
         while True:
@@ -135,10 +138,9 @@ class SimulatedAgent:
             done = int(100 * min(1.0, (now - started) / self.seconds))
             caching = [{"image_id": image, "size": 100, "bytes": done}]
             queued.insert(0, image)
-        wall = time.time() - now
         return {
             "cached_images": [
-                {"image_id": i, "size": 100, "last_modified": wall + t}
+                {"image_id": i, "size": 100, "last_modified": self.wall + t}
                 for i, t in self.cached.items()
             ],
             "queued_images": queued,
@@ -298,8 +300,9 @@ def _vm_hwm_mib(pid: int) -> float:
 
 
 def writes_per_request(kube: Any, resource: str | None = None) -> dict[str, int]:
-    """The operator's API writes about each request: object/status writes and events (or only
-    those on `resource`)."""
+    """The operator's API writes about each request: object/status writes, events created and
+    events patched (a repeat's count raised; the Event is named ``<request>.<suffix>``), or only
+    those on `resource`."""
     counts: dict[str, int] = {}
     for write in kube.writes:
         if write.token != OPERATOR_TOKEN or (resource and write.resource != resource):
@@ -307,6 +310,8 @@ def writes_per_request(kube: Any, resource: str | None = None) -> dict[str, int]
         name: str | None = None
         if write.resource == "imagecacherequests":
             name = write.name
+        elif write.resource == "events" and write.verb == "patch" and write.name:
+            name = str(write.name).rsplit(".", 1)[0]
         elif write.resource == "events" and isinstance(write.body, dict):
             name = (write.body.get("involvedObject") or {}).get("name")
         if name:
@@ -314,8 +319,37 @@ def writes_per_request(kube: Any, resource: str | None = None) -> dict[str, int]
     return counts
 
 
+async def cached_events_per_request(kube: Any) -> dict[str, int]:
+    """How many times each request was told ``Cached`` by an Event (counts of repeats included)."""
+    counts: dict[str, int] = {}
+    for event in await kube.client.list("events", namespace="default"):
+        if event.get("reason") != "Cached":
+            continue
+        name = str((event.get("involvedObject") or {}).get("name"))
+        counts[name] = counts.get(name, 0) + int(event.get("count") or 1)
+    return counts
+
+
+async def _idle(
+    session: aiohttp.ClientSession, url: str, pid: int, seconds: float
+) -> tuple[float, float]:
+    """The operator's CPU seconds and loop ticks over `seconds` of rest."""
+    async with session.get(f"{url}/metrics") as response:
+        before_ticks = _metric_sum(await response.text(), "imagecache_operator_loop_ticks_total")
+    before = _cpu_seconds(pid)
+    await asyncio.sleep(seconds)
+    cpu = _cpu_seconds(pid) - before
+    async with session.get(f"{url}/metrics") as response:
+        ticks = _metric_sum(await response.text(), "imagecache_operator_loop_ticks_total")
+    return cpu, ticks - before_ticks
+
+
 async def through_operator(
-    root: Path, agents: list[Any], plan: list[tuple[int, str]], poll: float
+    root: Path,
+    agents: list[Any],
+    plan: list[tuple[int, str]],
+    poll: float,
+    idle_seconds: float,
 ) -> tuple[float, float, dict[str, Any]]:
     """(seconds to all Cached, agent GETs by the operator, extra figures).
 
@@ -395,6 +429,17 @@ async def through_operator(
                     text = await response.text()
                 operator_cpu = _cpu_seconds(process.pid)
                 operator_rss = _vm_hwm_mib(process.pid)
+                # Idle: everything Cached, nothing changes; the operator's CPU per loop tick
+                # (an upper bound: kopf, the probes and the GC are in it too). First let the
+                # operator settle: no write of its own for 3 s (at most 120 s).
+                settle_until = time.monotonic() + 120
+                quiet, count = 0, len(kube.writes)
+                while quiet < 3 and time.monotonic() < settle_until:
+                    await asyncio.sleep(1.0)
+                    quiet, count = (
+                        (quiet + 1, count) if len(kube.writes) == count else (0, len(kube.writes))
+                    )
+                idle_cpu, idle_ticks = await _idle(session, metrics_url, process.pid, idle_seconds)
         finally:
             process.send_signal(
                 signal.SIGINT if os.environ.get("BENCH_PROFILE") else signal.SIGTERM
@@ -409,7 +454,14 @@ async def through_operator(
         ticks = _metric_sum(text, "imagecache_operator_loop_ticks_total")
         per_request = writes_per_request(kube)
         patches = writes_per_request(kube, resource="imagecacherequests")
+        cached_events = await cached_events_per_request(kube)
     extra = {
+        "idle_cpu": idle_cpu,
+        "idle_ticks": idle_ticks,
+        "idle_seconds": idle_seconds,
+        "cached_events_max": max(cached_events.values(), default=0),
+        "cached_events_min": min(cached_events.values(), default=0),
+        "cached_events_total": sum(cached_events.values()),
         "create_seconds": created,
         "agent_puts": puts,
         "listed_cached": listed,
@@ -456,6 +508,8 @@ async def bench(
     poll: float,
     simulated: bool,
     cache_seconds: float,
+    idle_seconds: float = 10.0,
+    record: Path | None = None,
 ) -> None:
     per_agent = math.ceil(requests / agent_count)
     kind = f"simulated, {cache_seconds}s per image" if simulated else f"real, {image_size} B"
@@ -485,7 +539,7 @@ async def bench(
             async with aiohttp.ClientSession(connector=connector) as session:
                 alone = await agents_alone(session, agents, plan)
                 await clear(session, agents)
-            total, gets, extra = await through_operator(root, agents, plan, poll)
+            total, gets, extra = await through_operator(root, agents, plan, poll, idle_seconds)
             if simulated:
                 async with aiohttp.ClientSession() as session:
                     sim_gets = await pool.gets(session)
@@ -516,11 +570,40 @@ async def bench(
         f"max {extra['patches_max']}, mean {extra['patches_mean']:.2f}"
     )
     print(
-        f"operator peak RSS: {extra['operator_rss_mib']:.1f} MiB (target < 300); "
+        f"operator peak RSS: {extra['operator_rss_mib']:.1f} MiB (target < 250); "
         f"CPU: operator {extra['operator_cpu']:.1f} s, bench + emulator "
         f"{extra['emulator_cpu']:.1f} s (2 cores shared with the agents)"
     )
+    per_thousand = extra["operator_cpu"] * 1000 / requests
+    print(f"operator CPU per 1,000 requests: {per_thousand:.2f} s (target <= 5)")
+    print(
+        f"Cached events per request: min {extra['cached_events_min']}, "
+        f"max {extra['cached_events_max']}, total {extra['cached_events_total']} "
+        f"for {requests} requests (target: exactly 1 each)"
+    )
+    idle_per_tick = extra["idle_cpu"] / max(1.0, extra["idle_ticks"])
+    print(
+        f"idle, all Cached: operator CPU {extra['idle_cpu']:.3f} s over "
+        f"{extra['idle_seconds']:.0f} s and {extra['idle_ticks']:.0f} loop ticks = "
+        f"{idle_per_tick * 1000:.2f} ms per tick, everything in the process included "
+        f"(target for the tick alone < 20 ms)"
+    )
     print(f"ratio operator/agents: {total / alone:.2f} (target <= 1.5)")
+    if record is not None:
+        figures = {
+            "requests": requests,
+            "agents": agent_count,
+            "simulated": simulated,
+            "cache_seconds": cache_seconds,
+            "poll_interval": poll,
+            "agents_alone_seconds": alone,
+            "operator_seconds": total,
+            "ratio": total / alone,
+            "gets": gets,
+            **extra,
+        }
+        with record.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(figures) + "\n")
 
 
 def main() -> None:
@@ -539,6 +622,12 @@ def main() -> None:
     parser.add_argument(
         "--cache-seconds", type=float, default=2.0, help="simulated caching time per image"
     )
+    parser.add_argument(
+        "--idle-seconds", type=float, default=10.0, help="rest measured after all are Cached"
+    )
+    parser.add_argument(
+        "--record", type=Path, help="append the figures as one JSON line (for plot_operator.py)"
+    )
     args = parser.parse_args()
     asyncio.run(
         bench(
@@ -548,6 +637,8 @@ def main() -> None:
             args.poll_interval,
             args.simulated,
             args.cache_seconds,
+            args.idle_seconds,
+            args.record,
         )
     )
 

@@ -4,8 +4,9 @@ Covers: env rendered from the one operator.settings map (every key, camelCase to
 IMAGECACHE_OPERATOR_SNAKE_CASE) plus the chart-owned ones and the downward API; probes on /healthz
 and /readyz; the restricted security context; the agent token mount; RBAC verbs exactly as the
 spec lists them (ClusterRole when watching all, a Role per namespace otherwise; events create
-only); two replicas with leader election by default, with a Role on the one Lease in the release
-namespace and a PodDisruptionBudget; no kopf peering anywhere; one replica without election.
+and patch only); two replicas with leader election by default, with a Role on the one Lease in
+the release namespace and a PodDisruptionBudget; no kopf peering anywhere; one replica without
+election.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ NAMESPACED_RULES: set[Rule] = {
     ("", "pods", frozenset({"get", "list", "watch"})),
     ("imagecache.dev", "imagecacherequests", frozenset({"get", "list", "watch", "patch"})),
     ("imagecache.dev", "imagecacherequests/status", frozenset({"patch"})),
-    ("", "events", frozenset({"create"})),
+    ("", "events", frozenset({"create", "patch"})),
 }
 LEASE_ROLE = f"{OPERATOR}-leader-election"
 TOKENS_ROLE = f"{OPERATOR}-agent-tokens"

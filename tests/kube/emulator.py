@@ -407,6 +407,25 @@ class Emulator:
         """
         return self._thread.call(lambda: self.mock.router.drop_watches(abrupt=abrupt))
 
+    def watch_gap(self, *, deleting: Iterable[tuple[str, str | None, str]] = ()) -> int:
+        """A watch gap that ends in ``410 Gone``: every watch ends, the objects in `deleting`
+        (``(plural, namespace, name)``) are deleted while no watch is open, and the history is
+        compacted, so a client re-watching from its last resourceVersion gets 410 and must list
+        again; the deletions appear in no watch. How many watches were open.
+        """
+        wanted = list(deleting)
+        return self._thread.call(lambda: _gap(self.mock.store, wanted))
+
+
+def _gap(store: Store, deleting: list[tuple[str, str | None, str]]) -> int:
+    """End every watch, delete objects no watch will report, compact the history."""
+    open_watches = store.end_watches()  # each stream ends before the deletions below reach it
+    for plural, namespace, name in deleting:
+        rt = next(t for t in store.types.values() if t.plural == plural)
+        store.delete(rt, namespace, name)
+    store.compact()
+    return open_watches
+
 
 def load_crds(paths: Iterable[Path]) -> list[dict[str, Any]]:
     """Every CustomResourceDefinition document in these YAML files."""

@@ -74,6 +74,8 @@ class Store:
         self.objects: dict[ObjKey, Obj] = {}
         self.rv = 0
         self.history: list[Change] = []
+        self.compacted_rv = 0
+        """History before this resourceVersion is gone: watching from earlier gets 410 Gone."""
         self._watchers: list[_Watcher] = []
 
     # -- lookups -------------------------------------------------------------------------------
@@ -355,11 +357,20 @@ class Store:
 
     # -- watching ------------------------------------------------------------------------------
 
+    def compact(self) -> None:
+        """Forget the change history, as etcd's compaction does: a watch from any earlier
+        resourceVersion gets ``410 Gone`` and its client must list again."""
+        self.history.clear()
+        self.compacted_rv = self.rv
+
     def end_watches(self) -> int:
         """End every open watch stream now (clients must re-list or re-watch); how many."""
         for watcher in self._watchers:
             watcher.queue.put_nowait(None)
         return len(self._watchers)
+
+    def _oldest(self) -> int:
+        return self.history[0].rv if self.history else self.compacted_rv
 
     async def watch(
         self,
@@ -386,7 +397,8 @@ class Store:
             ]
         else:
             start = int(since)  # type: ignore[arg-type]
-            if self.history and self.history[0].rv > start + 1 and start < self.rv:
+            expired = self.history and self.history[0].rv > start + 1 and start < self.rv
+            if expired or start < self.compacted_rv:
                 yield {
                     "type": "ERROR",
                     "object": {
@@ -395,7 +407,7 @@ class Store:
                         "status": "Failure",
                         "code": 410,
                         "reason": "Expired",
-                        "message": f"too old resource version: {start} ({self.history[0].rv})",
+                        "message": f"too old resource version: {start} ({self._oldest()})",
                     },
                 }
                 return

@@ -5,7 +5,8 @@ failing the next N matching writes (and only those: verb, resource, subresource)
 server's Status body, failing until cleared, one client's writes only, and a time-bounded
 fault's expiry; the write log naming who wrote (each client its own token) and what it was
 answered; `drop_watches` ending open watch streams so a client re-watches from its last
-resourceVersion and misses nothing, or cutting the connections (`abrupt`).
+resourceVersion and misses nothing, or cutting the connections (`abrupt`); `watch_gap`: a
+watch gap ending in 410 Gone during which objects are deleted that no watch reports.
 """
 
 from __future__ import annotations
@@ -189,3 +190,25 @@ async def test_abrupt_drop_cuts_the_connection(kube: Emulator) -> None:
         assert kube.drop_watches(abrupt=True) == 1
         with pytest.raises(aiohttp.ClientPayloadError):
             await asyncio.wait_for(response.read(), DEADLINE)
+
+
+async def test_a_watch_gap_deletes_unseen_and_ends_in_410_gone(
+    kube: Emulator, k8s: ApiClient
+) -> None:
+    leases = CoordinationV1Api(k8s)
+    leases.create_namespaced_lease(NS, lease("doomed"))
+    leases.create_namespaced_lease(NS, lease("kept"))
+    since = leases.list_namespaced_lease(NS).metadata.resource_version
+    url = f"{kube.url}/apis/coordination.k8s.io/v1/namespaces/{NS}/leases"
+    watch = {"watch": "true", "resourceVersion": since}
+    async with aiohttp.ClientSession(headers=kube.auth_headers) as session:
+        async with session.get(url, params=watch) as response:
+            await wait_for(lambda: kube.open_watches == 1, "the watch is open")
+            assert kube.watch_gap(deleting=[("leases", NS, "doomed")]) == 1
+            seen = await asyncio.wait_for(response.read(), DEADLINE)
+        assert seen.strip() == b""  # the stream ended without reporting the deletion
+        async with session.get(url, params=watch) as response:
+            events = [json.loads(line) for line in (await response.read()).splitlines() if line]
+    assert [(e["type"], e["object"]["code"]) for e in events] == [("ERROR", 410)]
+    names = [item.metadata.name for item in leases.list_namespaced_lease(NS).items]
+    assert names == ["kept"]  # only a new list shows the deletion

@@ -11,224 +11,20 @@ the token re-read on change; flags over environment.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from imagecache.controller.agents import TokenFile
-from imagecache.controller.errors import AgentUnreachable
-from imagecache.controller.kubeapi import ObjectRef, WriteFailed
-from imagecache.controller.loop import ReconcileLoop
-from imagecache.controller.metrics import OperatorMetrics
-from imagecache.controller.reconciling import Reconciler
-from imagecache.controller.settings import OperatorSettings, SettingsError, parse_settings
-from imagecache.core.planning import RequestView, plan_tick
-from imagecache.core.targets import PodInfo
+from imagecache.controller.settings import SettingsError, parse_settings
+from imagecache.core.planning import plan_tick
 from imagecache.core.wire import CacheListing
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-class FakeAgents:
-    """Agents (by endpoint) that queue on PUT and report what they have."""
-
-    def __init__(self) -> None:
-        self.gets: dict[str, int] = {}
-        self.puts: list[str] = []
-        self.deletes: list[str] = []
-        self.cached: set[str] = set()
-        self.queued: list[str] = []
-        self.down = False
-        self.hang_deletes = False
-        self.pod_uids: set[str | None] = set()
-        """The pod UIDs the calls named (each call must name its target's pod)."""
-
-    async def put_image(
-        self,
-        endpoint: str,
-        image: str,
-        *,
-        pod_uid: str | None = None,
-        source: str | None = None,
-        source_pod_uid: str | None = None,
-    ) -> int:
-        self.pod_uids.add(pod_uid)
-        if self.down:
-            raise AgentUnreachable("refused", endpoint=endpoint)
-        self.puts.append(image)
-        if image not in self.cached and image not in self.queued:
-            self.queued.append(image)
-        return 202
-
-    async def delete_image(self, endpoint: str, image: str, *, pod_uid: str | None = None) -> int:
-        self.pod_uids.add(pod_uid)
-        self.deletes.append(endpoint)
-        if self.hang_deletes:
-            await asyncio.Event().wait()
-        if self.down:
-            raise AgentUnreachable("refused", endpoint=endpoint)
-        self.cached.discard(image)
-        return 204
-
-    async def cache_report(self, endpoint: str, *, pod_uid: str | None = None) -> CacheListing:
-        self.pod_uids.add(pod_uid)
-        self.gets[endpoint] = self.gets.get(endpoint, 0) + 1
-        await asyncio.sleep(0)
-        if self.down:
-            raise AgentUnreachable("refused", endpoint=endpoint)
-        return {
-            "cached_images": [{"image_id": i, "size": 1} for i in sorted(self.cached)],
-            "queued_images": list(self.queued),
-            "caching_images": [],
-            "failed_images": [],
-        }
-
-    def finish(self) -> None:
-        self.cached.update(self.queued)
-        self.queued.clear()
-
-
-class FakeWrites:
-    """The write port: applies merge patches to `objects`; fails the next `fail` writes."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
-        self.patches: list[dict[str, Any]] = []
-        self.events: list[tuple[str, str]] = []
-        self.fail: list[int] = []
-
-    async def patch_status(
-        self, namespace: str, name: str, patch: dict[str, Any]
-    ) -> dict[str, Any]:
-        if self.fail:
-            raise WriteFailed("injected", status=self.fail.pop(0))
-        self.patches.append(patch)
-        obj = self.objects[(namespace, name)]
-        obj["status"] = _merge(obj.get("status") or {}, patch)
-        obj["rv"] = str(int(obj["rv"]) + 1)
-        return {"status": obj["status"]}
-
-    async def post_event(self, ref: ObjectRef, *, type: str, reason: str, message: str) -> None:
-        self.events.append((type, reason))
-
-
-def _merge(old: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    out = dict(old)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _settings(**overrides: Any) -> OperatorSettings:
-    base: dict[str, Any] = {
-        "poll_interval": 1,
-        "recheck_interval": 10,
-        "retry_backoff": 1,
-        "retry_backoff_cap": 4,
-        "status_interval": 5,
-        "evict_timeout": 3,
-    }
-    return OperatorSettings(**{**base, **overrides})
-
-
-def _pod(name: str = "p", ip: str = "10.0.0.1") -> PodInfo:
-    return PodInfo(namespace="ns", name=name, uid=f"u-{name}", ip=ip, phase="Running", ready=True)
-
-
-def _request(name: str = "r", spec: dict[str, Any] | None = None, **kw: Any) -> RequestView:
-    base: dict[str, Any] = {
-        "namespace": "ns",
-        "name": name,
-        "uid": f"uid-{name}",
-        "generation": 1,
-        "resource_version": "1",
-        "spec": spec or {"image": "img", "pod": "p"},
-        "status": {},
-    }
-    return RequestView(**{**base, **kw})
-
-
-class World:
-    """A reconciler and loop over fake agents and a fake write port, driven tick by tick."""
-
-    def __init__(self, **settings: Any) -> None:
-        self.clock, self.agents, self.writes = FakeClock(), FakeAgents(), FakeWrites()
-        self.settings = _settings(**settings)
-        self.reconciler = Reconciler(
-            settings=self.settings,
-            agents=self.agents,
-            monotonic=self.clock,
-            wallclock=self.wallclock,
-        )
-        self.metrics = OperatorMetrics()
-        self.loop = ReconcileLoop(
-            settings=self.settings,
-            reconciler=self.reconciler,
-            writes=self.writes,
-            metrics=self.metrics,
-            monotonic=self.clock,
-        )
-        self.specs: dict[tuple[str, str], dict[str, Any]] = {}
-        self.pods: list[PodInfo] = [_pod()]
-        self.lag = False  # True: the index does not see writes (a slow watch)
-        self.seen: dict[tuple[str, str], dict[str, Any]] = {}
-        self.loop.attach(requests=_Index(self._requests), pods=_Index(self._pods))
-
-    def wallclock(self) -> datetime:
-        return datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=self.clock.now)
-
-    def add(self, name: str, spec: dict[str, Any] | None = None) -> None:
-        self.specs[("ns", name)] = spec or {"image": "img", "pod": "p"}
-        self.writes.objects[("ns", name)] = {"status": {}, "rv": "1"}
-
-    def status(self, name: str = "r") -> dict[str, Any]:
-        return dict(self.writes.objects[("ns", name)]["status"])
-
-    def _requests(self) -> dict[Any, list[RequestView]]:
-        out: dict[Any, list[RequestView]] = {}
-        for key, spec in self.specs.items():
-            obj = self.writes.objects[key]
-            shown = self.seen.get(key) if self.lag else None
-            if shown is None or not self.lag:
-                shown = {"status": obj["status"], "rv": obj["rv"]}
-                self.seen[key] = shown
-            out[key] = [
-                _request(key[1], spec=spec, status=shown["status"], resource_version=shown["rv"])
-            ]
-        return out
-
-    def _pods(self) -> dict[Any, list[PodInfo]]:
-        return {"ns": list(self.pods)}
-
-    async def tick(self, advance: float = 1.0) -> None:
-        self.clock.now += advance
-        await self.loop.tick()
-        await self.loop.flush()
-
-
-class _Index:
-    """A kopf-index-like mapping computed on each read."""
-
-    def __init__(self, source: Any) -> None:
-        self._source = source
-
-    def values(self) -> Any:
-        return self._source().values()
+from tests.support.operator_world import World
+from tests.support.operator_world import pod as _pod
+from tests.support.operator_world import request as _request
 
 
 async def test_put_once_then_track_then_recache() -> None:
@@ -257,11 +53,12 @@ async def test_restart_with_a_cached_status_checks_without_putting() -> None:
     world = World()
     world.add("r")
     world.agents.cached.add("img")
-    world.writes.objects[("ns", "r")]["status"] = {
+    cached = {
         "phase": "Cached",
         "reason": "Cached",
         "target": {"pod": "p", "podUID": "u-p", "podIP": "10.0.0.1"},
     }
+    world.edit("r", cached, rv="2")
     await world.tick()
     assert world.status()["phase"] == "Cached" and world.agents.puts == []
     assert world.writes.events == []
@@ -313,7 +110,7 @@ async def test_cached_survives_an_agent_outage() -> None:
 
 async def test_one_get_per_agent_per_tick_for_many_requests() -> None:
     world = World()
-    world.pods = [_pod("p"), _pod("q", ip="10.0.0.2")]
+    world.set_pods([_pod("p"), _pod("q", ip="10.0.0.2")])
     for n in range(20):
         world.add(f"r{n}", {"image": f"img-{n}", "pod": "p" if n % 2 else "q"})
     for _ in range(3):
@@ -326,12 +123,17 @@ async def test_one_get_per_agent_per_tick_for_many_requests() -> None:
 async def test_a_failed_status_write_is_retried_on_the_next_tick(code: int | None) -> None:
     world = World()
     world.add("r")
-    world.writes.fail = [code or 0] * 3  # three ticks in a row fail
-    for _ in range(3):
-        await world.tick()
-    assert world.status() == {}
-    world.agents.finish()
+    world.writes.fail = [code or 0] * 3  # three tries in a row fail
     await world.tick()
+    assert world.status() == {} and len(world.writes.fail) == 2
+    key = ("ns", "r")
+    assert world.loop.queue.failures(key) == 1 and world.loop.queue.due_at(key) == 102.0
+    for _ in range(4):
+        await world.tick(4)  # past each backoff
+    assert world.writes.fail == [] and world.status()["phase"] == "Queued"
+    assert world.loop.queue.failures(key) == 0  # a success resets the backoff
+    world.agents.finish()
+    await world.tick(4)
     assert world.status()["phase"] == "Cached"
     failed = world.metrics.registry.get_sample_value(
         "imagecache_operator_api_writes_total", {"kind": "status", "outcome": str(code or 0)}
@@ -345,9 +147,8 @@ async def test_an_external_edit_of_the_status_is_corrected() -> None:
     world.agents.cached.add("img")
     await world.tick()
     assert world.status()["phase"] == "Cached"
-    obj = world.writes.objects[("ns", "r")]
-    obj["status"] = {**obj["status"], "phase": "Failed", "message": "edited by hand"}
-    obj["rv"] = "99"
+    edited = {**world.status(), "phase": "Failed", "message": "edited by hand"}
+    world.edit("r", edited, rv="99")
     await world.tick()
     assert world.status()["phase"] == "Cached"
     assert world.status()["message"] != "edited by hand"
@@ -382,18 +183,18 @@ async def test_progress_only_changes_are_throttled() -> None:
     for _ in range(7):
         await world.tick(1.0)
     percents = [p["progress"]["percent"] for p in world.writes.patches if "progress" in p]
-    assert percents == [10, 60]  # first at once (phase change), then after status_interval
+    # First at once (a phase change), then status_interval later with the answer known then
+    # (that tick's own GET is still in flight when the write is due).
+    assert percents == [10, 50]
 
 
 async def test_eviction_gives_up_after_evict_timeout_concurrently() -> None:
     world = World(evict_timeout=0.2)
-    world.pods = [_pod("a"), _pod("b", ip="10.0.0.2")]
+    pods = [_pod("a"), _pod("b", ip="10.0.0.2")]
     world.agents.hang_deletes = True
     request = _request(spec={"image": "img", "podSelector": {"matchLabels": {}}})
     started = world.wallclock()
-    outcome = await world.reconciler.evict(
-        request=request, pods=world.pods, deletion_started=started
-    )
+    outcome = await world.reconciler.evict(request=request, pods=pods, deletion_started=started)
     assert sorted(world.agents.deletes) == ["http://10.0.0.1:9292", "http://10.0.0.2:9292"]
     assert outcome.done and [e.reason for e in outcome.events] == ["EvictionAbandoned"]
 
@@ -403,10 +204,10 @@ async def test_eviction_retries_before_the_timeout_then_gives_up_on_any_error() 
     world.agents.down = True
     request = _request()
     now = world.wallclock()
-    early = await world.reconciler.evict(request=request, pods=world.pods, deletion_started=now)
+    early = await world.reconciler.evict(request=request, pods=[_pod()], deletion_started=now)
     assert not early.done and early.retry_in > 0
     late = await world.reconciler.evict(
-        request=request, pods=world.pods, deletion_started=now - timedelta(seconds=31)
+        request=request, pods=[_pod()], deletion_started=now - timedelta(seconds=31)
     )
     assert late.done and late.events[0].type == "Warning"
 
@@ -466,12 +267,12 @@ def test_bad_settings_name_the_setting(argv: list[str], name: str) -> None:
 
 
 async def test_the_loop_is_stuck_when_no_tick_completes_in_time() -> None:
-    world = World(poll_interval=1, request_timeout=2)
+    world = World(poll_interval=1, request_timeout=30)
     assert not world.loop.stuck()  # not started yet
     world.loop.started_at = world.clock.now
-    world.clock.now += 4.9
+    world.clock.now += 9.9
     assert not world.loop.stuck()
-    world.clock.now += 0.2  # 3 x poll_interval + request_timeout = 5 s without a tick
+    world.clock.now += 0.2  # 10 s without a tick (agents' timeouts do not count)
     assert world.loop.stuck()
     await world.tick(0)
     assert not world.loop.stuck()

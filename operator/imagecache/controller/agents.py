@@ -6,6 +6,9 @@ shared aiohttp session: at most ``max_concurrency`` requests in flight, ``reques
 request, the credential headers for each target from an `AgentCredentials` (controller/
 credentials.py: the shared token file, or a per-pod token), and each request counted in the
 metrics by outcome. Callers pass the target's ``pod_uid``: a per-pod credential needs it.
+Every listing is checked against the wire contract (`core.wire.parse_listing`) before the
+reconciler sees it: a malformed one is that agent's `AgentProtocolError`, never the loop's
+exception.
 """
 
 from __future__ import annotations
@@ -25,7 +28,13 @@ from imagecache.controller.errors import (
     AgentUnreachable,
 )
 from imagecache.controller.metrics import OperatorMetrics
-from imagecache.core.wire import SOURCE_HEADER, SOURCE_TOKEN_HEADER, CacheListing
+from imagecache.core.wire import (
+    SOURCE_HEADER,
+    SOURCE_TOKEN_HEADER,
+    CacheListing,
+    WireError,
+    parse_listing,
+)
 
 
 class AgentPort(Protocol):
@@ -125,15 +134,12 @@ class HttpAgents:
         _, body = await self._call(
             "GET", endpoint, "/v2/cache", accept=(200,), want_json=True, pod_uid=pod_uid
         )
-        if not isinstance(body, dict) or not isinstance(body.get("cached_images"), list):
-            raise AgentProtocolError("GET /v2/cache: not a cache listing", endpoint=endpoint)
-        report: CacheListing = {
-            "cached_images": body.get("cached_images") or [],
-            "queued_images": body.get("queued_images") or [],
-            "caching_images": body.get("caching_images") or [],
-            "failed_images": body.get("failed_images") or [],
-        }
-        return report
+        try:
+            return parse_listing(body)
+        except WireError as error:
+            raise AgentProtocolError(
+                f"GET /v2/cache: invalid listing: {error}", endpoint=endpoint
+            ) from error
 
     async def _call(
         self,

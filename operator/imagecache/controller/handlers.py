@@ -2,10 +2,11 @@
 
 `build_registry` returns a fresh `kopf.OperatorRegistry` using kopf's public API only:
 
-* two indexes, ``requests`` (ImageCacheRequests as `RequestView`) and ``pods`` (by namespace, as
-  `PodInfo`): kopf keeps them current from its watches, and they need no finalizer;
-* an event handler on requests that hands both indexes to the `ReconcileLoop` -- kopf calls it
-  only once every index is populated, so the loop never acts on a half-listed cluster;
+* one index, ``pods`` (by namespace, as `PodInfo`): kopf calls event handlers only once every
+  index is populated, so the first call hands the full pod list to the `ReconcileLoop`
+  (`attach`) and the loop never acts on a half-listed cluster;
+* event handlers on requests and pods that pass every watch event to the loop
+  (`observe_request`, `observe_pod`): the loop marks dirty only the requests a change affects;
 * a delete handler, only for ``evictOnDelete: true`` objects: the only finalizer the operator
   ever adds. A request deleted without it simply leaves the index;
 * the login: in-cluster service account, else ``KUBECONFIG`` (or a test's own login).
@@ -35,7 +36,7 @@ from imagecache.controller.kubeapi import (
 from imagecache.controller.loop import ReconcileLoop
 from imagecache.controller.reconciling import Reconciler
 from imagecache.controller.settings import OperatorSettings
-from imagecache.core.planning import RequestView
+from imagecache.core.planning import request_view
 from imagecache.core.targets import PodInfo, pod_info
 
 LoginFn = Callable[..., kopf.ConnectionInfo | None]
@@ -51,41 +52,11 @@ def default_login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return info
 
 
-def request_view(body: Mapping[str, Any]) -> RequestView:
-    """A detached copy of what the loop needs from an ImageCacheRequest body."""
-    meta = body.get("metadata") or {}
-    return RequestView(
-        namespace=str(meta.get("namespace") or ""),
-        name=str(meta.get("name") or ""),
-        uid=str(meta.get("uid") or ""),
-        generation=int(meta.get("generation") or 1),
-        resource_version=str(meta.get("resourceVersion") or ""),
-        spec=_plain(body.get("spec") or {}),
-        status=_plain(body.get("status") or {}),
-        deleting=bool(meta.get("deletionTimestamp")),
-    )
-
-
-def _plain(value: Any) -> Any:
-    """A deep plain-dict/list copy (kopf's bodies are live views)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _deletion_started(meta: Mapping[str, Any]) -> datetime | None:
     raw = meta.get("deletionTimestamp")
     if not raw:
         return None
     return datetime.fromisoformat(str(raw).replace("Z", "+00:00"))
-
-
-def _pods(index: Any, namespace: str | None) -> list[PodInfo]:
-    if namespace is None or namespace not in index:
-        return []
-    return list(index[namespace])
 
 
 def build_registry(
@@ -108,16 +79,15 @@ def build_registry(
     async def pods(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str | None, PodInfo]:
         return {namespace: pod_info(body)}
 
-    @kopf.index(GROUP, VERSION, PLURAL, id="requests", registry=registry)
-    async def requests(
-        body: kopf.Body, namespace: str | None, name: str | None, **_: Any
-    ) -> dict[tuple[str | None, str | None], RequestView]:
-        return {(namespace, name): request_view(body)}
-
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    async def indexed(**kwargs: Any) -> None:
-        if not loop.indexed.is_set():
-            loop.attach(requests=kwargs["requests"], pods=kwargs["pods"])
+    async def request_event(body: kopf.Body, **kwargs: Any) -> None:
+        loop.attach(pods=kwargs["pods"])
+        loop.observe_request(kwargs.get("type"), body)
+
+    @kopf.on.event("", "v1", "pods", registry=registry)
+    async def pod_event(body: kopf.Body, **kwargs: Any) -> None:
+        loop.attach(pods=kwargs["pods"])
+        loop.observe_pod(kwargs.get("type"), body)
 
     def evicts_on_delete(spec: kopf.Spec, **_: Any) -> bool:  # a filter: kopf calls it inline
         return bool(spec.get("evictOnDelete"))
@@ -127,7 +97,7 @@ def build_registry(
         request = request_view(body)
         outcome = await reconciler.evict(
             request=request,
-            pods=_pods(kwargs["pods"], request.namespace),
+            pods=list(loop.observed.pods_in(request.namespace).values()),
             deletion_started=_deletion_started(meta),
             attempt=retry,
         )

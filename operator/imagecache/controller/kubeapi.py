@@ -59,8 +59,12 @@ class KubernetesWrites(Protocol):
         """Merge-patch ``status`` of one ImageCacheRequest; the object as written."""
         ...
 
-    async def post_event(self, ref: ObjectRef, *, type: str, reason: str, message: str) -> None:
-        """Create one event on the request."""
+    async def post_event(self, ref: ObjectRef, *, type: str, reason: str, message: str) -> str:
+        """Create one event on the request; the Event's name."""
+        ...
+
+    async def patch_event(self, namespace: str, name: str, *, count: int) -> None:
+        """Raise an existing Event's ``count`` (a repeat, see `core.correlation`)."""
         ...
 
 
@@ -129,7 +133,7 @@ class ApiWrites:
             raise WriteFailed(f"status patch of {namespace}/{name}: {error!r}") from error
         return dict(written)
 
-    async def post_event(self, ref: ObjectRef, *, type: str, reason: str, message: str) -> None:
+    async def post_event(self, ref: ObjectRef, *, type: str, reason: str, message: str) -> str:
         now = datetime.now(UTC)
         event = k8s.CoreV1Event(
             metadata=k8s.V1ObjectMeta(generate_name=f"{ref.name}.", namespace=ref.namespace),
@@ -156,11 +160,32 @@ class ApiWrites:
             response: Any = await self._core.create_namespaced_event(
                 ref.namespace, event, **options
             )
-            await _answer(response, f"event {reason} on {ref.namespace}/{ref.name}")
+            created = await _answer(response, f"event {reason} on {ref.namespace}/{ref.name}")
+            return str((json.loads(created).get("metadata") or {}).get("name") or "")
         except ApiException as error:
             raise WriteFailed(
                 f"event {reason} on {ref.namespace}/{ref.name}: {error.status} {error.reason}",
                 status=error.status,
             ) from error
-        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as error:
             raise WriteFailed(f"event {reason} on {ref.namespace}/{ref.name}: {error!r}") from error
+
+    async def patch_event(self, namespace: str, name: str, *, count: int) -> None:
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {"count": count, "lastTimestamp": now}
+        options: dict[str, Any] = {
+            "_content_type": "application/merge-patch+json",
+            "_request_timeout": self._write_timeout(f"event {namespace}/{name}"),
+            "_preload_content": False,
+        }
+        try:
+            response: Any = await self._core.patch_namespaced_event(
+                name, namespace, body, **options
+            )
+            await _answer(response, f"event {namespace}/{name}")
+        except ApiException as error:
+            raise WriteFailed(
+                f"event {namespace}/{name}: {error.status} {error.reason}", status=error.status
+            ) from error
+        except (aiohttp.ClientError, OSError, TimeoutError) as error:
+            raise WriteFailed(f"event {namespace}/{name}: {error!r}") from error

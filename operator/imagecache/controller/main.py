@@ -46,6 +46,7 @@ from imagecache.controller.kubeclient import (
 from imagecache.controller.leader import LeaderElector, LeaseConfig, LeaseLost
 from imagecache.controller.loop import ReconcileLoop
 from imagecache.controller.metrics import OperatorMetrics, serve_probes
+from imagecache.controller.reads import ApiReads
 from imagecache.controller.reconciling import Reconciler
 from imagecache.controller.settings import (
     OperatorSettings,
@@ -156,8 +157,9 @@ async def _run(
             else None
         )
         writes = ApiWrites(api, timeout=max(30.0, settings.request_timeout * 3), gate=elector)
+        reads = ApiReads(api, timeout=max(30.0, settings.request_timeout * 3))
         loop = ReconcileLoop(
-            settings=settings, reconciler=reconciler, writes=writes, metrics=metrics
+            settings=settings, reconciler=reconciler, writes=writes, reads=reads, metrics=metrics
         )
         halt = asyncio.Event()
 

@@ -1,10 +1,17 @@
-"""What the loop does with one planned request, and eviction on deletion.
+"""What the loop does with one request, and eviction on deletion.
 
-`Reconciler.fetch` asks each planned agent once (``GET /v2/cache``), concurrently.
-`Reconciler.reconcile` turns one `RequestPlan` and those reports into the request's new status
-and events (SPEC §4.1 items 1-5, 8), (re-)queueing the image with ``PUT`` where the agent lacks
-it. In memory it keeps only per-target schedules (`TargetMemory`: last state, when we queued,
+`Reconciler.reconcile` turns one `RequestPlan` and the latest report of each of its agents
+(`AgentReport`, fetched by `controller.polling.AgentPoller`) into the request's new status and
+events (SPEC §4.1 items 1-5, 8), (re-)queueing the image with ``PUT`` where the agent lacks it.
+A target that needs a newer report than there is says so (`Outcome.needs`): the loop asks that
+agent and reconciles the request again when the answer arrives. `Outcome.next_due` is when the
+request needs looking at again without any change (a recheck, the end of a backoff).
+
+In memory it keeps only per-target schedules (`TargetMemory`: last state, when we queued,
 backoff); the truth is rebuilt from the object's live status and the agents after a restart.
+It never sends a ``PUT`` for a request being deleted: the finalizer marks it (`tombstone`)
+before it evicts, and the mark is checked right before each ``PUT``; a re-``PUT`` after an
+eviction on the agent is sent only once `confirm` has seen the request still exist.
 
 `Reconciler.evict` sends ``DELETE /v2/cache/<image>`` to every current target at once for
 ``evictOnDelete`` (item 6) and says when to give up.
@@ -15,16 +22,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from imagecache.controller.agents import AgentPort
 from imagecache.controller.errors import (
     AgentError,
+    AgentProtocolError,
     AgentUnauthorized,
-    AgentUnreachable,
     CredentialUnavailable,
 )
 from imagecache.controller.settings import OperatorSettings
@@ -36,7 +44,6 @@ from imagecache.core.planning import (
     RequestView,
     TargetSchedule,
     plan_request,
-    target_key,
 )
 from imagecache.core.status import (
     Event,
@@ -55,7 +62,7 @@ from imagecache.core.targets import PodInfo, is_replaced, target_action
 from imagecache.core.wire import CacheListing
 
 _LAST_SEEN: dict[str, Observed] = {"Cached": "cached", "Queued": "filling", "Caching": "filling"}
-"""A target whose agent was not asked this tick, for the fan-out plan: as its last phase."""
+"""A target without a usable answer of its agent, for the fan-out plan: as its last phase."""
 
 
 @dataclass
@@ -66,8 +73,10 @@ class TargetMemory:
     put_at: float | None = None
     failures: int = 0
     not_before: float = 0.0
-    checked_at: float = 0.0
-    seen_tick: int = 0
+    checked_at: float = float("-inf")
+    endpoint: str | None = None
+    wanted_at: float = float("inf")
+    """When a new target asked for a fresh answer (any answer completed after it will do)."""
     source: str | None = None
     """What the last PUT named as the source: a peer's endpoint, or `UPSTREAM` (fan-out)."""
 
@@ -79,19 +88,40 @@ class TargetMemory:
 
 
 @dataclass(frozen=True)
-class Reports:
-    """This tick's agent reports by endpoint (a report or the error), and when the GETs began."""
+class AgentReport:
+    """One agent's latest answer to ``GET /v2/cache`` (or the error), and when it was asked."""
 
+    answer: CacheListing | AgentError
     started_at: float
-    by_endpoint: Mapping[str, CacheListing | AgentError] = field(default_factory=dict)
+    completed_at: float
+
+
+@dataclass(frozen=True)
+class Interest:
+    """One target's agent and image, and whether it is still in flight there (polled)."""
+
+    endpoint: str
+    image: str
+    active: bool
+    pod_uid: str | None = None
+    """The pod behind the agent (its per-pod credential)."""
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """The new status and the events to post once it is written."""
+    """The new status and the events to post once it is written, and what the loop must do.
+
+    `needs`: agents whose next answer the request waits for (nothing is written meanwhile);
+    `next_due`: when to look again without any change (None: only on a change);
+    `interest`: the request's targets, for the poller; `gone`: the request no longer exists.
+    """
 
     status: dict[str, Any]
     events: list[Event]
+    needs: frozenset[str] = frozenset()
+    next_due: float | None = None
+    interest: tuple[Interest, ...] = ()
+    gone: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,6 +132,13 @@ class EvictOutcome:
     events: list[Event]
     retry_in: float = 0.0
     error: str = ""
+
+
+Confirm = Callable[[RequestView], Awaitable[bool]]
+"""Asks the API whether the request still exists (a GET): False means gone."""
+
+TOMBSTONES = 65_536
+"""How many deleted requests' uids are remembered (a PUT for any of them is never sent)."""
 
 
 def _previous_entries(
@@ -129,6 +166,20 @@ def _recorded_state(before: Mapping[str, Any] | None) -> TargetState | None:
     )
 
 
+def _settled(state: TargetState | None) -> bool:
+    return state is not None and (
+        state.phase == "Cached" or (state.phase == "Failed" and state.reason != "Unauthorized")
+    )
+
+
+class _Gone(Exception):
+    """The request was found gone while reconciling it."""
+
+
+class _NoPeerCredential(Exception):
+    """The peer-read credential for a fan-out source cannot be had (send the plain PUT)."""
+
+
 class Reconciler:
     """Reconciles planned requests against agents; one per operator."""
 
@@ -144,78 +195,114 @@ class Reconciler:
         self._agents = agents
         self._monotonic = monotonic
         self._wallclock = wallclock
-        self._targets: dict[tuple[str, str], TargetMemory] = {}
+        self._targets: dict[str, dict[str, TargetMemory]] = {}
         self._evicted: dict[str, set[str]] = {}
-        self._tick = 0
-        self.gets: dict[str, int] = {}
+        self._tombstones: OrderedDict[str, None] = OrderedDict()
+        self.puts_refused = 0
 
     def now(self) -> float:
         """The reconciler's monotonic clock."""
         return self._monotonic()
 
-    def schedules(self) -> dict[tuple[str, str], TargetSchedule]:
-        """Every target's schedule, for the planner."""
-        return {key: memory.schedule() for key, memory in self._targets.items()}
+    @property
+    def agents(self) -> AgentPort:
+        """The agent port it talks through (the loop's poller shares it)."""
+        return self._agents
 
-    def begin_tick(self) -> None:
-        """Mark a new tick; targets not seen by its end are forgotten (`end_tick`)."""
-        self._tick += 1
+    def schedules(self, request: RequestView) -> dict[tuple[str, str], TargetSchedule]:
+        """The schedules of one request's targets, for the planner."""
+        memos = self._targets.get(request.uid, {})
+        return {(request.uid, pod_uid): memo.schedule() for pod_uid, memo in memos.items()}
 
-    def end_tick(self) -> None:
-        """Forget the schedules of targets no request planned this tick (pods or requests gone)."""
-        for key in [k for k, m in self._targets.items() if m.seen_tick != self._tick]:
-            del self._targets[key]
+    def forget(self, uid: str) -> None:
+        """The request is gone: drop its targets' schedules."""
+        self._targets.pop(uid, None)
 
-    def keep(self, plan: RequestPlan) -> None:
-        """A request skipped this tick: keep its targets' schedules (see `end_tick`)."""
-        for target in plan.targets:
-            if target.pod is not None and target.endpoint is not None:
-                memo = self._targets.get(target_key(plan.request, target.pod))
-                if memo is not None:
-                    memo.seen_tick = self._tick
+    def tombstone(self, uid: str) -> None:
+        """The request is being deleted: never ``PUT`` its image again."""
+        self._tombstones[uid] = None
+        self._tombstones.move_to_end(uid)
+        while len(self._tombstones) > TOMBSTONES:
+            self._tombstones.popitem(last=False)
+        self.forget(uid)
 
-    async def fetch(
-        self, endpoints: Iterable[str], *, pod_uids: Mapping[str, str] | None = None
-    ) -> Reports:
-        """``GET /v2/cache`` from each endpoint once, concurrently (`pod_uids`: the pod behind
-        each endpoint, for its per-pod credential)."""
-        started = self._monotonic()
-        chosen = sorted(set(endpoints))
+    def deleted(self, uid: str) -> bool:
+        """True once `tombstone` was called for this request."""
+        return uid in self._tombstones
 
-        async def one(endpoint: str) -> CacheListing | AgentError:
-            self.gets[endpoint] = self.gets.get(endpoint, 0) + 1
-            try:
-                return await self._agents.cache_report(
-                    endpoint, pod_uid=(pod_uids or {}).get(endpoint)
-                )
-            except AgentError as error:
-                return error
-
-        answers = await asyncio.gather(*(one(endpoint) for endpoint in chosen))
-        return Reports(started_at=started, by_endpoint=dict(zip(chosen, answers, strict=True)))
-
-    async def reconcile(self, plan: RequestPlan, reports: Reports) -> Outcome:
+    async def reconcile(
+        self,
+        plan: RequestPlan,
+        reports: Mapping[str, AgentReport],
+        *,
+        confirm: Confirm | None = None,
+    ) -> Outcome:
         """The request's new status (against `live`) and its events; PUTs where needed."""
         request = plan.request
         live = request.status
         previous = _previous_entries(live, selector_form=request.selector_form)
         resolved: list[ResolvedTarget] = []
         recaching: list[Event] = []
-        sources = self._fanout(plan, previous, reports)  # fleet fill: who fills from whom
+        needs: set[str] = set()
+        interest: list[Interest] = []
+        now = self._monotonic()
+        memos = self._targets.setdefault(request.uid, {})
+        kept_pods: set[str] = set()
+        image = str(request.spec.get("image") or "")
+        sources = self._fanout(plan, previous, reports, memos)  # fleet fill: who fills from whom
         peer_uids = {t.endpoint: t.pod.uid for t in plan.targets if t.pod and t.endpoint}
+        waiting_for_peer = False
         for target in plan.targets:
             if target.waiting is not None or target.pod is None or target.endpoint is None:
                 waiting = target.waiting or pending_state(reason="PodNotFound", message="")
                 resolved.append(ResolvedTarget(target.name, target.pod, waiting))
                 continue
-            state, requeued = await self._target(
-                request, target, previous.get(target.name), reports, sources, peer_uids
-            )
+            kept_pods.add(target.pod.uid)
+            memo = memos.setdefault(target.pod.uid, TargetMemory())
+            if memo.endpoint != target.endpoint:
+                memo.endpoint = target.endpoint
+                memo.checked_at = float("-inf")
+            report = reports.get(target.endpoint)
+            try:
+                outcome = await self._target(
+                    request,
+                    target,
+                    memo,
+                    previous.get(target.name),
+                    report,
+                    now,
+                    confirm,
+                    sources,
+                    peer_uids,
+                )
+            except _Gone:
+                return Outcome(status=dict(live), events=[], gone=True)
+            if outcome is None:
+                needs.add(target.endpoint)
+                interest.append(Interest(target.endpoint, image, True, target.pod.uid))
+                continue  # nothing is written until its agent answers
+            state, requeued = outcome
+            waiting_for_peer = waiting_for_peer or state.reason == "WaitingForPeer"
             if requeued:
                 recaching.append(
                     Event("Normal", "Recaching", f"image gone from {target.name}; re-queued")
                 )
+            interest.append(Interest(target.endpoint, image, not _settled(state), target.pod.uid))
             resolved.append(ResolvedTarget(target.name, target.pod, state))
+        for pod_uid in [uid for uid in memos if uid not in kept_pods]:
+            del memos[pod_uid]
+        next_due = self._next_due(memos.values())
+        if waiting_for_peer:  # fan-out: planned again once a poll may have freed a peer
+            retry = now + self._settings.poll_interval
+            next_due = retry if next_due is None else min(next_due, retry)
+        if needs:
+            return Outcome(
+                status=dict(live),
+                events=[],
+                needs=frozenset(needs),
+                next_due=next_due,
+                interest=tuple(interest),
+            )
         new = build_status(
             previous=live,
             targets=resolved,
@@ -226,30 +313,57 @@ class Reconciler:
         events = status_events(previous=live, current=new)
         if recaching:
             events = recaching + [e for e in events if e.reason != "Queued"]
-        return Outcome(status=new, events=events)
+        return Outcome(status=new, events=events, next_due=next_due, interest=tuple(interest))
+
+    def _next_due(self, memos: Iterable[TargetMemory]) -> float | None:
+        """The earliest recheck or end of a backoff among the targets."""
+        times: list[float] = []
+        for memo in memos:
+            if memo.failures:
+                times.append(memo.not_before)
+            elif _settled(memo.state):
+                times.append(memo.checked_at + self._settings.recheck_interval)
+        return min(times) if times else None
+
+    def _needs_report(self, memo: TargetMemory, report: AgentReport | None, now: float) -> bool:
+        """Whether the target must wait for a newer answer of its agent than `report`."""
+        if report is None:
+            return True
+        if memo.state is None:
+            # A new target: an answer from a few polls ago is good enough to start from, and
+            # so is any answer that completed after it asked (however late it is looked at).
+            recent = report.completed_at >= now - 2 * self._settings.poll_interval
+            return not (recent or report.completed_at > memo.wanted_at)
+        if memo.failures or _settled(memo.state):
+            # A recheck or a retry: only an answer newer than the last look counts.
+            return report.completed_at <= memo.checked_at
+        return False
 
     async def _target(
         self,
         request: RequestView,
         target: PlannedTarget,
+        memo: TargetMemory,
         before: Mapping[str, Any] | None,
-        reports: Reports,
+        report: AgentReport | None,
+        now: float,
+        confirm: Confirm | None,
         sources: Mapping[str, str | None],
         peer_uids: Mapping[str, str],
-    ) -> tuple[TargetState, bool]:
+    ) -> tuple[TargetState, bool] | None:
         pod, endpoint = target.pod, target.endpoint
         assert pod is not None and endpoint is not None
-        memo = self._targets.setdefault(target_key(request, pod), TargetMemory())
-        memo.seen_tick = self._tick
         if before is not None and is_replaced(recorded=before, pod=pod):
             before = None
         kept = memo.state or _recorded_state(before)
         if not target.due and memo.state is not None:
             return memo.state, False
-        now = self._monotonic()
-        answer = reports.by_endpoint.get(endpoint)
-        if answer is None:
-            answer = AgentUnreachable("not asked this tick", endpoint=endpoint)
+        if self._needs_report(memo, report, now):
+            memo.wanted_at = min(memo.wanted_at, now)
+            return None
+        assert report is not None
+        answer = report.answer
+        memo.checked_at = max(report.completed_at, memo.checked_at)
         if isinstance(answer, AgentError):
             return self._contact_failed(memo, kept, answer, now), False
         image = str(request.spec["image"])
@@ -258,7 +372,7 @@ class Reconciler:
         action = target_action(
             agent_state=entry.get("state", "absent"),
             previous_phase=previous_phase,
-            put_pending=memo.put_at is not None and memo.put_at >= reports.started_at,
+            put_pending=memo.put_at is not None and memo.put_at >= report.started_at,
             recheck_due=memo.state is not None,
         )
         requeued = False
@@ -266,21 +380,28 @@ class Reconciler:
             state = state_from_image(entry=entry, pod_name=pod.name)
         elif action == "keep" and kept is not None:
             state = kept
-        elif target.name not in sources:  # fan-out: no free source yet, planned next tick
+        elif target.name not in sources:  # fan-out: no free source yet, planned again soon
             state = pending_state(
                 reason="WaitingForPeer",
                 message="waiting for a target holding the image to have a free slot (fan-out)",
             )
         else:
             requeued = previous_phase == "Cached"
+            if requeued and confirm is not None and not await confirm(request):
+                raise _Gone(request.key)
             peer = sources[target.name]
             try:
-                code = await self._put(endpoint, image, pod.uid, peer, peer_uids)
-                if code is None or (code == 400 and peer is not None):
-                    peer = None  # no credential for the peer, or the agent refuses the hint
-                    code = await self._agents.put_image(endpoint, image, pod_uid=pod.uid)
+                code = await self._put(request, endpoint, image, pod.uid, peer, peer_uids)
+                if code == 400 and peer is not None:
+                    peer = None  # the agent refuses the hint: the plain PUT
+                    code = await self._put(request, endpoint, image, pod.uid, None, peer_uids)
+            except _NoPeerCredential:
+                peer = None  # no credential for the peer: the plain PUT
+                code = await self._put(request, endpoint, image, pod.uid, None, peer_uids)
             except AgentError as error:
                 return self._contact_failed(memo, kept, error, now), False
+            if code is None:
+                raise _Gone(request.key)
             memo.source = peer or UPSTREAM
             state = dataclasses.replace(
                 state_from_put(status_code=code, pod_name=pod.name), source=memo.source
@@ -290,64 +411,23 @@ class Reconciler:
         state = dataclasses.replace(state, reachable=True, unreachable="")
         memo.failures = 0
         memo.not_before = 0.0
-        if state.phase in ("Cached", "Failed"):
-            memo.checked_at = now
         memo.state = state
         return state, requeued
 
-    def _fanout(
-        self, plan: RequestPlan, previous: Mapping[str, Any], reports: Reports
-    ) -> dict[str, str | None]:
-        """Per target to ``PUT`` this tick: the peer to fill from, or None for the upstream
-        (`core.fanout`)."""
-        request = plan.request
-        image = str(request.spec.get("image") or "")
-        views: list[TargetView] = []
-        for target in plan.targets:
-            if target.pod is None or target.endpoint is None or target.waiting is not None:
-                continue
-            memo = self._targets.get(target_key(request, target.pod), TargetMemory())
-            before = previous.get(target.name)
-            kept = memo.state or _recorded_state(before)
-            answer = reports.by_endpoint.get(target.endpoint)
-            observed: Observed = "idle"
-            source = memo.source
-            if isinstance(answer, Mapping):
-                entry = find_image(report=answer, image_id=image)
-                agent_state = entry.get("state", "absent")
-                if agent_state == "cached":
-                    observed = "cached"
-                elif agent_state in ("queued", "caching"):
-                    observed = "filling"
-                    source = reported_source(entry.get("source")) or source
-                elif (target.due or memo.state is None) and target_action(
-                    agent_state=agent_state,
-                    previous_phase=kept.phase if kept is not None else None,
-                    put_pending=memo.put_at is not None and memo.put_at >= reports.started_at,
-                    recheck_due=memo.state is not None,
-                ) == "put":
-                    observed = "to_fill"
-            elif answer is None and kept is not None:  # not asked this tick: as last seen
-                observed = _LAST_SEEN.get(kept.phase, "idle")
-            views.append(TargetView(target.name, target.endpoint, observed, source))
-        mine = {target_key(request, t.pod) for t in plan.targets if t.pod is not None}
-        loads: dict[str, int] = {}
-        for key, memo in self._targets.items():
-            filling = memo.state is not None and memo.state.phase in ("Queued", "Caching")
-            if key not in mine and filling and memo.source not in (None, UPSTREAM):
-                loads[str(memo.source)] = loads.get(str(memo.source), 0) + 1
-        return plan_fanout(targets=views, spec=fanout_spec(request.spec), loads=loads)
-
     async def _put(
         self,
+        request: RequestView,
         endpoint: str,
         image: str,
         pod_uid: str,
         peer: str | None,
         peer_uids: Mapping[str, str],
     ) -> int | None:
-        """``PUT`` naming `peer` (with its peer-read credential); None when that credential
-        cannot be had (the caller then sends the plain ``PUT``)."""
+        """``PUT`` the image unless the request is being deleted (checked at the last moment:
+        None), naming `peer` with its peer-read credential when there is one."""
+        if request.deleting or self.deleted(request.uid):
+            self.puts_refused += 1
+            return None
         try:
             return await self._agents.put_image(
                 endpoint,
@@ -358,8 +438,71 @@ class Reconciler:
             )
         except CredentialUnavailable as error:
             if peer is not None and error.endpoint == peer:
-                return None
+                raise _NoPeerCredential(peer) from error
             raise
+
+    def _fanout(
+        self,
+        plan: RequestPlan,
+        previous: Mapping[str, Any],
+        reports: Mapping[str, AgentReport],
+        memos: Mapping[str, TargetMemory],
+    ) -> dict[str, str | None]:
+        """Per target to ``PUT`` now: the peer to fill from, or None for the upstream
+        (`core.fanout`)."""
+        request = plan.request
+        image = str(request.spec.get("image") or "")
+        views: list[TargetView] = []
+        for target in plan.targets:
+            if target.pod is None or target.endpoint is None or target.waiting is not None:
+                continue
+            memo = memos.get(target.pod.uid) or TargetMemory()
+            kept = memo.state or _recorded_state(previous.get(target.name))
+            report = reports.get(target.endpoint)
+            answer = report.answer if report is not None else None
+            observed: Observed = "idle"
+            source = memo.source
+            put_pending = (
+                report is not None and memo.put_at is not None and memo.put_at >= report.started_at
+            )
+            if put_pending:  # queued by us after this answer was taken: it fills
+                observed = "filling"
+            elif isinstance(answer, Mapping):
+                assert report is not None
+                entry = find_image(report=answer, image_id=image)
+                agent_state = entry.get("state", "absent")
+                if agent_state == "cached":
+                    observed = "cached"
+                elif agent_state in ("queued", "caching"):
+                    observed = "filling"
+                    source = reported_source(entry.get("source")) or source
+                elif (target.due or memo.state is None) and target_action(
+                    agent_state=agent_state,
+                    previous_phase=kept.phase if kept is not None else None,
+                    put_pending=False,
+                    recheck_due=memo.state is not None,
+                ) == "put":
+                    observed = "to_fill"
+            elif kept is not None:  # no usable answer: as last seen
+                observed = _LAST_SEEN.get(kept.phase, "idle")
+            views.append(TargetView(target.name, target.endpoint, observed, source))
+        if not any(view.observed == "to_fill" for view in views):
+            return {}
+        return plan_fanout(
+            targets=views, spec=fanout_spec(request.spec), loads=self._loads(request.uid)
+        )
+
+    def _loads(self, uid: str) -> dict[str, int]:
+        """Transfers each peer serves for the other requests (only when a PUT is planned)."""
+        loads: dict[str, int] = {}
+        for request_uid, memos in self._targets.items():
+            if request_uid == uid:
+                continue
+            for memo in memos.values():
+                filling = memo.state is not None and memo.state.phase in ("Queued", "Caching")
+                if filling and memo.source not in (None, UPSTREAM):
+                    loads[str(memo.source)] = loads.get(str(memo.source), 0) + 1
+        return loads
 
     def _contact_failed(
         self, memo: TargetMemory, kept: TargetState | None, error: AgentError, now: float
@@ -371,12 +514,16 @@ class Reconciler:
             base=self._settings.retry_backoff,
             cap=self._settings.retry_backoff_cap,
         )
+        invalid = isinstance(error, AgentProtocolError)
+        reason = "AgentInvalidAnswer" if invalid else "AgentUnreachable"
         if isinstance(error, AgentUnauthorized):
             state = dataclasses.replace(
                 unauthorized_state(status_code=error.status or 401), reachable=True
             )
         elif kept is not None and kept.phase == "Cached":
-            state = dataclasses.replace(kept, reachable=False, unreachable=str(error))
+            state = dataclasses.replace(
+                kept, reachable=False, unreachable=str(error), unreachable_reason=reason
+            )
         elif isinstance(error, CredentialUnavailable):
             state = dataclasses.replace(
                 pending_state(
@@ -390,6 +537,7 @@ class Reconciler:
                 pending_state(reason="AgentUnreachable", message=f"agent unreachable: {error}"),
                 reachable=False,
                 unreachable=str(error),
+                unreachable_reason=reason,
             )
         memo.state = state
         return state
@@ -403,6 +551,7 @@ class Reconciler:
         attempt: int = 0,
     ) -> EvictOutcome:
         """``DELETE`` the image from every Ready target at once; give up after evict_timeout."""
+        self.tombstone(request.uid)  # before any DELETE: no PUT of this request from now on
         image = str(request.spec.get("image") or "")
         evicted = self._evicted.setdefault(request.uid, set())
         plan = plan_request(

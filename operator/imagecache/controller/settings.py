@@ -117,6 +117,12 @@ class OperatorSettings(BaseSettings):
         ge=0,
         description="Progress-only status changes are written at most this often per object.",
     )
+    resync_interval: float = Field(
+        default=600.0,
+        gt=0,
+        description="Every this often, requests and pods are listed and compared with what the "
+        "watch showed (objects deleted while a watch was down are forgotten).",
+    )
     leader_election: bool = Field(
         default=False,
         description="Elect one active replica on a coordination.k8s.io/v1 Lease.",

@@ -47,6 +47,30 @@ class RequestView:
         return self.spec.get("podSelector") is not None
 
 
+def request_view(body: Mapping[str, Any]) -> RequestView:
+    """A detached copy of what the loop needs from an ImageCacheRequest body."""
+    meta = body.get("metadata") or {}
+    return RequestView(
+        namespace=str(meta.get("namespace") or ""),
+        name=str(meta.get("name") or ""),
+        uid=str(meta.get("uid") or ""),
+        generation=int(meta.get("generation") or 1),
+        resource_version=str(meta.get("resourceVersion") or ""),
+        spec=_plain(body.get("spec") or {}),
+        status=_plain(body.get("status") or {}),
+        deleting=bool(meta.get("deletionTimestamp")),
+    )
+
+
+def _plain(value: Any) -> Any:
+    """A deep plain-dict/list copy (kopf's bodies are live views)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 @dataclass(frozen=True)
 class TargetSchedule:
     """What the loop remembers of one target between ticks (never the source of truth)."""
@@ -98,13 +122,16 @@ def is_due(schedule: TargetSchedule | None, *, now: float, recheck_interval: flo
     """Whether a target needs its agent this tick.
 
     New targets are due; targets backing off wait for ``not_before``; settled targets
-    (Cached, or Failed for a reason retrying cannot fix) wait for the recheck interval.
+    (Cached, or Failed for a reason retrying cannot fix) wait for the recheck interval, unless
+    their agent did not answer last time (then the backoff alone decides).
     """
     if schedule is None or schedule.state is None:
         return True
     if now < schedule.not_before:
         return False
     state = schedule.state
+    if state.reachable is False:
+        return True
     settled = state.phase == "Cached" or (
         state.phase == "Failed" and state.reason != "Unauthorized"
     )

@@ -10,6 +10,7 @@ Pure functions over plain data (SPEC §3 status, §4.1 items 2, 3, 7):
 * `status_events` says which Kubernetes events a change of phase deserves;
 * `agent_reachable_condition` says whether the agents answered: ``Cached`` survives an agent
   outage, the outage shows as ``AgentReachable=False`` instead;
+* `build_status` lists at most `MAX_STATUS_TARGETS` targets (``summary`` counts them all);
 * `merge_patch` computes the JSON merge patch from the old status to the new one (empty when
   nothing changed, so nothing is written).
 """
@@ -32,6 +33,11 @@ _WARNING_REASONS = frozenset(
     {"PodNotFound", "AgentUnreachable", "Unauthorized", "CredentialUnavailable"}
 )
 
+MAX_STATUS_TARGETS = 100
+"""``status.targets`` lists at most this many targets (the first by pod name); the counts of
+all of them are in ``status.summary``. The CRD's ``maxItems`` matches. 100 entries keep a status
+near 20 KB, far below etcd's object limit whatever the fleet size."""
+
 
 @dataclass(frozen=True)
 class TargetState:
@@ -52,6 +58,9 @@ class TargetState:
     """Whether the agent answered this tick (None: not asked, e.g. the pod is not Ready)."""
     unreachable: str = ""
     """Why the agent did not answer (when `reachable` is False)."""
+    unreachable_reason: str = "AgentUnreachable"
+    """The ``AgentReachable`` condition's reason when `reachable` is False (``AgentInvalidAnswer``
+    for an answer that is not the wire contract's shape)."""
     source: str | None = None
     """Where the target fills (or filled) from: ``upstream`` or a peer agent's URL (fan-out)."""
 
@@ -321,7 +330,7 @@ def agent_reachable_condition(
     did, Unknown when none was asked (no Ready pod yet)."""
     down = [t for t in targets if t.state.reachable is False]
     if down:
-        status, reason = "False", "AgentUnreachable"
+        status, reason = "False", down[0].state.unreachable_reason
         message = "; ".join(f"{t.name}: {t.state.unreachable}" for t in down[:3])
     elif any(t.state.reachable for t in targets):
         status, reason, message = "True", "AgentAnswered", "every target's agent answered"
@@ -439,7 +448,7 @@ def _selector_status(
             f"{summary['cached']}/{summary['total']} cached; {leader.name}: {leader.state.message}"
         )
     entries = []
-    for target in targets:
+    for target in targets[:MAX_STATUS_TARGETS]:
         entry = _target_identity(target)
         entry["phase"] = target.state.phase
         entry["reason"] = target.state.reason

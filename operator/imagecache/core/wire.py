@@ -5,12 +5,15 @@ operator reads them (`imagecache.core.status`). The keys are SPEC §2.4/§2.5's;
 document (``agent/openapi.json``) describes the same shapes for other clients.
 
 Readers must not trust a document because it type-checks: it arrived over the network, so the
-operator reads every field with ``.get`` and tolerates missing ones (an older agent, a Glance).
+operator checks it at the boundary (`parse_listing`: the types of every field it reads, a
+`WireError` naming the first bad one) and then reads every field with ``.get``, tolerating
+missing ones (an older agent, a Glance).
 """
 
 from __future__ import annotations
 
-from typing import Literal, TypedDict
+from collections.abc import Mapping
+from typing import Any, Literal, TypedDict, cast
 
 SOURCE_HEADER = "X-Image-Cache-Source"
 """On ``PUT /v2/cache/{id}`` from the operator: the base URL of the peer agent to fill from."""
@@ -105,3 +108,61 @@ def image_report(
         waiting_for_room=bytes_needed is not None,
         bytes_needed=bytes_needed,
     )
+
+
+class WireError(ValueError):
+    """A document that is not the wire contract's shape (names the first bad field)."""
+
+
+_NUMBER_FIELDS = ("size", "bytes", "percent", "queue_position", "attempts", "hits")
+_TIME_FIELDS = ("queued_at", "started_at", "cached_at", "last_accessed", "last_modified")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_entry(entry: Any, where: str) -> None:
+    if not isinstance(entry, Mapping):
+        raise WireError(f"{where}: not an object")
+    image_id = entry.get("image_id")
+    if not isinstance(image_id, str) or not image_id:
+        raise WireError(f"{where}.image_id: not a non-empty string")
+    for name in _NUMBER_FIELDS + _TIME_FIELDS:
+        value = entry.get(name)
+        if value is not None and not _is_number(value):
+            raise WireError(f"{where}.{name}: not a number")
+    for name in ("error", "state", "checksum", "id"):
+        value = entry.get(name)
+        if value is not None and not isinstance(value, str):
+            raise WireError(f"{where}.{name}: not a string")
+
+
+def parse_listing(document: Any) -> CacheListing:
+    """Check a ``GET /v2/cache`` answer against `CacheListing`; the listing, or `WireError`.
+
+    ``cached_images`` is required (Glance's key); the other three lists are optional. Every
+    entry must be an object with a string ``image_id`` and numbers where numbers belong;
+    ``queued_images`` holds strings. Unknown keys are ignored (a newer agent).
+    """
+    if not isinstance(document, Mapping):
+        raise WireError("not a JSON object")
+    if not isinstance(document.get("cached_images"), list):
+        raise WireError("cached_images: not a list")
+    listing: dict[str, Any] = {}
+    for name in ("cached_images", "caching_images", "failed_images"):
+        entries = document.get(name)
+        if entries is None:
+            entries = []
+        if not isinstance(entries, list):
+            raise WireError(f"{name}: not a list")
+        for index, entry in enumerate(entries):
+            _check_entry(entry, f"{name}[{index}]")
+        listing[name] = entries
+    queued = document.get("queued_images")
+    if queued is None:
+        queued = []
+    if not isinstance(queued, list) or not all(isinstance(item, str) for item in queued):
+        raise WireError("queued_images: not a list of strings")
+    listing["queued_images"] = queued
+    return cast(CacheListing, listing)

@@ -41,10 +41,14 @@ def significant(status: Mapping[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class WriteDecision:
-    """The merge patch to send now (empty: nothing to write yet), and whether it is urgent."""
+    """The merge patch to send now (empty: nothing to write yet), and whether it is urgent.
+
+    `deferred` is True when a progress-only change waits for ``status_interval`` to pass.
+    """
 
     patch: dict[str, Any]
     urgent: bool = False
+    deferred: bool = False
 
 
 def decide_write(
@@ -63,4 +67,4 @@ def decide_write(
         return WriteDecision(patch=patch, urgent=True)
     if last_write_at is None or now - last_write_at >= status_interval:
         return WriteDecision(patch=patch)
-    return WriteDecision(patch={})
+    return WriteDecision(patch={}, deferred=True)
