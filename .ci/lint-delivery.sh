@@ -39,6 +39,9 @@ lint --set 'watchNamespaces={openstack,glance}' --set operator.settings.leaseNam
 lint --set operator.replicas=1 --set operator.settings.leaderElection=false
 lint --set agent.enabled=true --set agent.auth=keystone --set operator.settings.agentAuth=token-file --set agent.upstream.url=glance:// \
   --set agent.openstack.cloud=glance-cache --set agent.openstack.cloudsSecret=imagecache-clouds
+lint --set agent.enabled=true --set agent.upstream.url=http://upstream.example/images/ \
+  --set metrics.serviceMonitor.enabled=true --set metrics.prometheusRule.enabled=true \
+  --set metrics.dashboards.enabled=true
 lint -f examples/sidecar-values.yaml
 for values in examples/values-*.yaml; do
   [ -e "$values" ] && lint -f "$values"

@@ -77,6 +77,17 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "agent.selfUrl": "http://imagecache-agent.openstack.svc:9292",
         "agent.settings.keystoneRoles": "admin,image-cache",
     },
+    "monitoring": {
+        "agent.enabled": True,
+        "agent.upstream.url": HTTP_UPSTREAM,
+        "metrics.serviceMonitor.enabled": True,
+        "metrics.serviceMonitor.labels": {"release": "kube-prometheus-stack"},
+        "metrics.serviceMonitor.relabelings": [
+            {"sourceLabels": ["__meta_kubernetes_pod_node_name"], "targetLabel": "node"}
+        ],
+        "metrics.prometheusRule.enabled": True,
+        "metrics.dashboards.enabled": True,
+    },
     "ipv4-only": {
         "agent.enabled": True,
         "agent.upstream.url": HTTP_UPSTREAM,

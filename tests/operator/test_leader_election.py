@@ -1,11 +1,12 @@
 """Two real operator processes with leader election, against the emulator and real agents.
 
-Covers: exactly one process leads (the Lease names it, ``/readyz`` tells leader and standby)
-and only it writes to the API (the emulator's write log, by each process's own token), while
-every request ends Cached; the leader killed with SIGKILL mid-flight: the standby takes the
-Lease over (one transition) and a request created after the kill reaches Cached within 30 s,
-the in-flight one too, with no status going backwards and no event posted twice; a leader
-whose renewals fail exits non-zero and has written its last before the standby writes its first.
+Covers: exactly one process leads (the Lease names it, ``/readyz`` tells leader and standby,
+``imagecache_operator_leader`` is 1 on it and 0 on the standby) and only it writes to the API (the
+emulator's write log, by each process's own token), while every request ends Cached; the leader
+killed with SIGKILL mid-flight: the standby takes the Lease over (one transition) and a request
+created after the kill reaches Cached within 30 s, the in-flight one too, with no status going
+backwards and no event posted twice; a leader whose renewals fail exits non-zero and has written
+its last before the standby writes its first.
 
 Each process gets its own kubeconfig (token ``operator-a`` / ``operator-b``) and ``POD_NAME``,
 and second-scale lease timings (the settings' ``lease_*`` fields).
@@ -83,6 +84,16 @@ class OperatorProcess:
                 return str(json.loads(response.read())["role"])
         except (OSError, ValueError, KeyError):
             return None
+
+    def leader_gauge(self) -> float | None:
+        """``imagecache_operator_leader`` from ``/metrics`` (None if absent)."""
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        for line in text.splitlines():
+            if line.startswith("imagecache_operator_leader "):
+                return float(line.split()[1])
+        return None
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -235,6 +246,7 @@ async def test_two_processes_exactly_one_writes(
         await wait_until(lambda: renewals() >= before + 2, "two more renewals, standby waiting")
         assert pair[standby].alive(), pair[standby].logs()
         assert pair[standby].role() == "standby"
+        assert (pair[leader].leader_gauge(), pair[standby].leader_gauge()) == (1.0, 0.0)
         written = writers(kube)
         assert written[standby] == 0, accepted(kube, standby)
         assert written[leader] > 0

@@ -149,6 +149,9 @@ seccompProfile:
 {{- fail "operator.settings needs leaseRetryPeriod < leaseRenewDeadline < leaseDuration" -}}
 {{- end -}}
 {{- end -}}
+{{- if and .Values.metrics.serviceMonitor.enabled (not .Values.operator.service.enabled) -}}
+{{- fail "metrics.serviceMonitor.enabled needs operator.service.enabled (the ServiceMonitor scrapes the operator through its Service)" -}}
+{{- end -}}
 {{- if .Values.agent.enabled -}}
 {{- if not .Values.agent.upstream.url -}}
 {{- fail "agent.upstream.url is required when agent.enabled=true (file:///dir, http(s)://base/ or glance+http(s)://host:port)" -}}
@@ -166,4 +169,20 @@ seccompProfile:
 {{- fail "agent.upstream.url=glance:// needs agent.openstack.cloud (its service catalog names the image endpoint)" -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/* Scrape settings shared by the ServiceMonitor and PodMonitor endpoints; call with
+metrics.serviceMonitor. */}}
+{{- define "imagecache.scrapeSettings" -}}
+interval: {{ .interval }}
+scrapeTimeout: {{ .scrapeTimeout }}
+honorLabels: {{ .honorLabels }}
+{{- with .relabelings }}
+relabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .metricRelabelings }}
+metricRelabelings:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}

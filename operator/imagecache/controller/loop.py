@@ -212,10 +212,12 @@ class ReconcileLoop:
         try:
             while not stop.is_set():
                 self._wake.clear()
+                began = self._monotonic()
                 try:
                     await self.tick()
                 except Exception:
                     logger.exception("reconcile tick failed; the next tick tries again")
+                self._metrics.tick_duration.observe(self._monotonic() - began)
                 rest = self._rest()
                 if rest > 0:
                     waiting = asyncio.ensure_future(self._wake.wait())
@@ -340,7 +342,7 @@ class ReconcileLoop:
             self.queue.add_at(key, outcome.next_due)
         if outcome.needs:
             return
-        self._metrics.set_phase(request.uid, outcome.status.get("phase"))
+        self._metrics.observe_status(request.uid, outcome.status)
         written = self.expectations.last(key, request.uid)
         now = self._monotonic()
         decision = decide_write(

@@ -162,12 +162,17 @@ async def _run(
             settings=settings, reconciler=reconciler, writes=writes, reads=reads, metrics=metrics
         )
         halt = asyncio.Event()
+
+        def role() -> str:
+            return "standby" if elector is not None and not elector.leading else "leader"
+
+        metrics.leader.set_function(lambda: 1.0 if role() == "leader" else 0.0)
         probes = serve_probes(
             metrics=metrics,
             host=settings.metrics_host,
             port=settings.metrics_port,
             alive=lambda: not halt.is_set() and not loop.stuck(),
-            role=lambda: "standby" if elector is not None and not elector.leading else "leader",
+            role=role,
         )
         async with probes as port:
             logger.info("metrics, /healthz and /readyz on %s:%d", settings.metrics_host, port)

@@ -149,6 +149,7 @@ class Downloader:
                     return
                 except TransientFetchError as error:
                     self.metrics.failures.labels(error.reason).inc()
+                    self.metrics.upstream_error(error.reason)
                     if attempt >= self.settings.retries:
                         await self._fail(image_id, seq, f"{error} (after {attempt} attempts)")
                         return
@@ -172,6 +173,7 @@ class Downloader:
                     continue
                 except PermanentFetchError as error:
                     self.metrics.failures.labels(error.reason).inc()
+                    self.metrics.upstream_error(error.reason)
                     await self._fail(image_id, seq, str(error))
                     return
                 except Exception as error:  # untranslated: a bug, never a reason to hang
@@ -333,6 +335,7 @@ class Downloader:
                 self.records[image_id], size=fetched.size, checksum=fetched.md5, now=time.time()
             )
             self.records[image_id] = finished
+            self.metrics.cached_bytes.inc(fetched.size)  # counted as it is listed cached
             self.room.release(image_id)
             await self.db.save(finished)
         log.info(

@@ -145,6 +145,7 @@ class ImageCache:
             invalid_files=lambda: float(self.store.invalid_files),
             invalid_bytes=lambda: float(self.store.invalid_bytes),
         )
+        metrics.watch_filesystem(self.store.root, max_size=settings.max_size)
 
     # --- lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -314,6 +315,7 @@ class ImageCache:
         await self.db.save(failed)
         self.records[image_id] = failed
         self.metrics.failures.labels(error.reason).inc()
+        self.metrics.upstream_error(error.reason)
         log.warning(
             "caching %s failed: %s",
             image_id,
@@ -328,6 +330,9 @@ class ImageCache:
             return await self.upstream.metadata(image_id)
         except ImageNotFound as error:
             raise UnknownImage(f"No image with id {image_id!r}") from error
+        except UpstreamError as error:
+            self.metrics.upstream_error(error.reason)  # credentials refused: counted here
+            raise
 
     async def delete(self, image_id: str) -> None:
         """`DELETE /v2/cache/{id}`: out of cache and queue; a download in flight stops."""

@@ -273,6 +273,11 @@ def _raise_for_status(status: int, image_id: str) -> None:
         raise TransientUpstreamError(f"upstream answered {status}", reason="upstream_busy")
     if status == 204:
         raise BadUpstreamAnswer("upstream has no data for this image", reason="no_data")
+    if status in (401, 403):
+        raise PermanentUpstreamError(
+            f"upstream answered {status}: the agent's credentials were refused",
+            reason="unauthorized",
+        )
     raise PermanentUpstreamError(f"upstream answered {status}", reason="refused")
 
 

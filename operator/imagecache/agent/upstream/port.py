@@ -24,7 +24,8 @@ short snake_case `reason`, the label of the agent's ``imagecache_failures`` metr
 
     UpstreamError
      ├── ImageNotFound             not_found: the upstream does not have it (permanent)
-     ├── PermanentUpstreamError    refused: a 4xx (e.g. our token refused) — fixable upstream
+     ├── PermanentUpstreamError    unauthorized: 401/403, our credentials refused; refused:
+     │    │                        another 4xx — both fixable upstream
      │    └── BadUpstreamAnswer    redirect, bad_metadata, metadata_too_large,
      │                             unsupported_hash_algo, no_data, too_long, content_encoding,
      │                             bad_range: the answer breaks the agent's bounds (the image
