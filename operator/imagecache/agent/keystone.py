@@ -34,7 +34,7 @@ import functools
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -122,6 +122,30 @@ class VerdictCache:
         return len(self._entries)
 
 
+class PendingChecks:
+    """Checks of client tokens in flight: concurrent checks of one token share one call, and at
+    most `limit` distinct tokens are checked at once (`overflow()` is raised beyond that).
+
+    Shared by Keystone validations and Kubernetes TokenReviews; keyed by token digest.
+    """
+
+    def __init__(self, limit: int, overflow: Callable[[], Exception]) -> None:
+        self.limit = limit
+        self.overflow = overflow
+        self._pending: dict[str, asyncio.Future[Verdict]] = {}
+
+    async def run(self, token: str, call: Callable[[], Awaitable[Verdict]]) -> Verdict:
+        key = VerdictCache.key(token)
+        pending = self._pending.get(key)
+        if pending is None:
+            if len(self._pending) >= self.limit:  # a flood of unknown tokens
+                raise self.overflow()
+            pending = asyncio.ensure_future(call())
+            self._pending[key] = pending
+            pending.add_done_callback(lambda _: self._pending.pop(key, None))
+        return await asyncio.shield(pending)
+
+
 def plausible_token(token: str) -> bool:
     """Whether `token` could be a Keystone token: printable ASCII, no spaces, at most
     `MAX_TOKEN_LENGTH` characters. Anything else is refused without asking Keystone."""
@@ -169,7 +193,9 @@ class Keystone:
         self.refusals = VerdictCache(MAX_NEGATIVE_VERDICTS)
         self._session: Session | None = None
         self._pools: dict[Pool, ThreadPoolExecutor] = {}
-        self._checking: dict[str, asyncio.Future[Verdict]] = {}
+        self._checks = PendingChecks(
+            MAX_PENDING_CHECKS, lambda: KeystoneError("too many token validations in flight")
+        )
 
     @property
     def session(self) -> Session:
@@ -258,15 +284,7 @@ class Keystone:
         known = self.known(token)
         if known is not None:
             return known
-        key = VerdictCache.key(token)
-        pending = self._checking.get(key)
-        if pending is None:
-            if len(self._checking) >= MAX_PENDING_CHECKS:  # a flood of unknown tokens
-                raise KeystoneError("too many token validations in flight")
-            pending = asyncio.ensure_future(self._validate(token))
-            self._checking[key] = pending
-            pending.add_done_callback(lambda _: self._checking.pop(key, None))
-        verdict = await asyncio.shield(pending)
+        verdict = await self._checks.run(token, functools.partial(self._validate, token))
         return verdict.outcome
 
     async def _validate(self, token: str) -> Verdict:

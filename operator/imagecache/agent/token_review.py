@@ -27,8 +27,8 @@ Errors::
 
 from __future__ import annotations
 
-import asyncio
 import base64
+import functools
 import json
 import logging
 import os
@@ -41,7 +41,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from imagecache.agent.keystone import Outcome, Verdict, VerdictCache
+from imagecache.agent.keystone import Outcome, PendingChecks, Verdict, VerdictCache
 from imagecache.agent.token_file import TokenFile
 from imagecache.core.podtokens import MAX_TOKEN_BYTES, judge_review, token_expiry
 
@@ -138,7 +138,9 @@ class TokenReviews:
         self.verdicts = VerdictCache()
         self.reviews = 0
         """TokenReviews sent so far."""
-        self._checking: dict[str, asyncio.Future[Verdict]] = {}
+        self._checks = PendingChecks(
+            MAX_PENDING_REVIEWS, lambda: TokenReviewError("too many token reviews in flight")
+        )
         self._session: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -158,15 +160,7 @@ class TokenReviews:
         known = self.known(token)
         if known is not None:
             return known
-        key = VerdictCache.key(token)
-        pending = self._checking.get(key)
-        if pending is None:
-            if len(self._checking) >= MAX_PENDING_REVIEWS:
-                raise TokenReviewError("too many token reviews in flight")
-            pending = asyncio.ensure_future(self._review(token))
-            self._checking[key] = pending
-            pending.add_done_callback(lambda _: self._checking.pop(key, None))
-        verdict = await asyncio.shield(pending)
+        verdict = await self._checks.run(token, functools.partial(self._review, token))
         return verdict.outcome
 
     async def _review(self, token: str) -> Verdict:
