@@ -25,36 +25,16 @@ from pathlib import Path
 
 from common import REPO, free_port
 
+from tests.openstack.glance_service import GLANCE_STORE_CONF
 from tests.openstack.processes import UwsgiService, run_command
 from tests.openstack.venv import OpenStackVenv
 
 VENV = Path.home() / ".cache" / "imagecache" / "openstack-venv"
 TICKS = os.sysconf("SC_CLK_TCK")
 
-CONF = """\
-[DEFAULT]
-use_stderr = true
-enabled_backends = fs:file
-image_cache_dir = {workdir}/cache
-image_cache_max_size = 107374182400
-worker_self_reference_url = {url}
-public_endpoint = {url}
-
-[database]
-connection = sqlite:///{workdir}/glance.db
-
-[glance_store]
-default_backend = fs
-
-[fs]
-filesystem_store_datadir = {workdir}/images
-
-[os_glance_staging_store]
-filesystem_store_datadir = {workdir}/staging
-
-[os_glance_tasks_store]
-filesystem_store_datadir = {workdir}/tasks
-
+CONF = (
+    GLANCE_STORE_CONF.replace("{cache_max_size}", "107374182400")
+    + """\
 [paste_deploy]
 flavor = cachemanagement
 config_file = {paste_ini}
@@ -66,6 +46,7 @@ lock_path = {workdir}/locks
 policy_file = {workdir}/policy.yaml
 enforce_scope = false
 """
+)
 
 ALL_RULES = (
     "import json\n"

@@ -14,12 +14,12 @@ from tests.openstack.venv import OpenStackVenv
 
 GLANCE_PROBE = "/versions"
 
-GLANCE_API_CONF = """\
+GLANCE_STORE_CONF = """\
 [DEFAULT]
 use_stderr = true
 enabled_backends = fs:file
 image_cache_dir = {workdir}/cache
-image_cache_max_size = 104857600
+image_cache_max_size = {cache_max_size}
 worker_self_reference_url = {url}
 public_endpoint = {url}
 
@@ -38,6 +38,13 @@ filesystem_store_datadir = {workdir}/staging
 [os_glance_tasks_store]
 filesystem_store_datadir = {workdir}/tasks
 
+"""
+"""The sections every Glance started here shares (tests and bench/glance33.py): one file store,
+a local image cache of ``{cache_max_size}`` bytes (each user fills it in), sqlite."""
+
+GLANCE_API_CONF = (
+    GLANCE_STORE_CONF.replace("{cache_max_size}", "104857600")
+    + """\
 [paste_deploy]
 flavor = keystone+cachemanagement
 config_file = {paste_ini}
@@ -60,6 +67,7 @@ lock_path = {workdir}/locks
 enforce_new_defaults = true
 enforce_scope = false
 """
+)
 
 
 def spawn_glance(
