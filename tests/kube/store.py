@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -49,6 +50,31 @@ class Change:
     type_key: TypeKey
     old: Obj | None
     new: Obj | None
+    encoded: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+    """This change's watch event of each type (ADDED, MODIFIED, DELETED) as sent: every
+    watcher that sees it gets the same event, so it is encoded once for all of them."""
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One event of a watch stream; `change` is None for the 410 ``ERROR`` (and a backlog)."""
+
+    type: str
+    object: Obj
+    change: Change | None = None
+
+    def encoded(self) -> bytes:
+        """The JSON line sent for this event, encoded once per change and event type."""
+        if self.change is None:
+            return _line(self.type, self.object)
+        line = self.change.encoded.get(self.type)
+        if line is None:
+            line = self.change.encoded[self.type] = _line(self.type, self.object)
+        return line
+
+
+def _line(type_: str, obj: Obj) -> bytes:
+    return json.dumps({"type": type_, "object": obj}).encode() + b"\n"
 
 
 @dataclass
@@ -421,7 +447,7 @@ class Store:
         since: str | None,
         timeout_seconds: float | None,
         keep_going: Callable[[], bool] = lambda: True,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncIterator[WatchEvent]:
         """Watch events (ADDED/MODIFIED/DELETED) after `since`, or current objects first.
 
         An object that starts or stops matching the selectors appears as ADDED or DELETED, as
@@ -439,9 +465,9 @@ class Store:
             start = int(since)  # type: ignore[arg-type]
             expired = self.history and self.history[0].rv > start + 1 and start < self.rv
             if expired or start < self.compacted_rv:
-                yield {
-                    "type": "ERROR",
-                    "object": {
+                yield WatchEvent(
+                    "ERROR",
+                    {
                         "kind": "Status",
                         "apiVersion": "v1",
                         "status": "Failure",
@@ -449,7 +475,7 @@ class Store:
                         "reason": "Expired",
                         "message": f"too old resource version: {start} ({self._oldest()})",
                     },
-                }
+                )
                 return
             backlog = [c for c in self.history if c.rv > start and c.type_key == rt.key]
         self._watchers.append(watcher)
@@ -465,9 +491,13 @@ class Store:
                 if remaining <= 0:
                     return
                 try:
-                    change = await asyncio.wait_for(watcher.queue.get(), remaining)
-                except TimeoutError:
-                    continue
+                    # What is queued already is taken without a timer task per event.
+                    change = watcher.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    try:
+                        change = await asyncio.wait_for(watcher.queue.get(), remaining)
+                    except TimeoutError:
+                        continue
                 if change is None:
                     return
                 event = _event(change, watcher)
@@ -477,7 +507,7 @@ class Store:
             self._watchers.remove(watcher)
 
 
-def _event(change: Change, watcher: _Watcher) -> dict[str, Any] | None:
+def _event(change: Change, watcher: _Watcher) -> WatchEvent | None:
     def visible(obj: Obj | None) -> bool:
         if obj is None:
             return False
@@ -486,9 +516,9 @@ def _event(change: Change, watcher: _Watcher) -> dict[str, Any] | None:
 
     was, now = visible(change.old), visible(change.new)
     if was and now:
-        return {"type": "MODIFIED", "object": change.new}
+        return WatchEvent("MODIFIED", change.new, change)  # type: ignore[arg-type]
     if now:
-        return {"type": "ADDED", "object": change.new}
+        return WatchEvent("ADDED", change.new, change)  # type: ignore[arg-type]
     if was:
         gone = (
             change.new
@@ -498,5 +528,5 @@ def _event(change: Change, watcher: _Watcher) -> dict[str, Any] | None:
                 "metadata": {**change.old["metadata"], "resourceVersion": str(change.rv)},
             }
         )  # type: ignore[dict-item]
-        return {"type": "DELETED", "object": gone}
+        return WatchEvent("DELETED", gone, change)
     return None
