@@ -20,6 +20,11 @@ server thread, watch client) and of the server thread alone. Rounds alternate (e
 
     .venv/bin/python bench/emulator_writes.py [--count 2000] [--rounds 3] [--concurrency 16]
     .venv/bin/python bench/emulator_writes.py --rounds 1 --profile /tmp/emulator.prof
+
+To measure another checkout's emulator (e.g. main's, before a change), put it first on the path;
+the bare server and the client stay the same:
+
+    PYTHONPATH=/work/main /work/main/.venv/bin/python bench/emulator_writes.py
 """
 
 from __future__ import annotations
@@ -40,11 +45,12 @@ import aiohttp
 from aiohttp import web
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.append(str(REPO))  # the repository root, for tests.kube
+sys.path.append(str(REPO))  # the repository root, for tests.kube (after PYTHONPATH: see above)
 
 from bench.common import median, print_report  # noqa: E402
+from tests.kube import emulator as measured  # noqa: E402
 from tests.kube.client import ICR, KubeClient, resource_path  # noqa: E402
-from tests.kube.emulator import run_emulator  # noqa: E402
+from tests.kube.emulator import Emulator, run_emulator  # noqa: E402
 
 KINDS = ("create", "status", "event")
 WATCH_TIMEOUT = 120.0
@@ -236,12 +242,20 @@ async def emulator_round(count: int, concurrency: int, profile: Path | None = No
         if profile is not None:
             kube.run_in_server(profiler.enable)  # profiles the emulator's thread only
         try:
-            return await measure(kube.client, kube.server_thread, count, concurrency, watch)
+            return await measure(kube.client, server_thread(kube), count, concurrency, watch)
         finally:
             if profile is not None:
                 kube.run_in_server(profiler.disable)
                 profiler.dump_stats(profile)
             await watch.stop()
+
+
+def server_thread(kube: Emulator) -> threading.Thread:
+    """The emulator's thread (found by name in a checkout whose Emulator does not say it)."""
+    thread = getattr(kube, "server_thread", None)
+    if isinstance(thread, threading.Thread):
+        return thread
+    return next(t for t in threading.enumerate() if t.name == "kube-emulator")
 
 
 class BareServer(threading.Thread):
@@ -350,6 +364,7 @@ def main() -> None:
             "rounds": args.rounds,
             "concurrency": args.concurrency,
             "watch": "one on imagecacherequests (emulator only)",
+            "emulator": str(Path(measured.__file__).resolve().parent),
         },
         figures,
         (

@@ -75,9 +75,23 @@ class StrictKubernetes(kmock.RawHandler):
     faults: Faults = attrs.field(factory=Faults)
     writes: list[WriteRecord] = attrs.field(factory=list)
     tokens: TokenAuthority = attrs.field(init=False)
+    _resources: dict[tuple[str | None, str | None, str | None], kmock.resource] = attrs.field(
+        factory=dict, init=False
+    )
 
     def __attrs_post_init__(self) -> None:
         self.tokens = TokenAuthority(self._lookup)
+
+    def _resource(self, path: ApiPath) -> kmock.resource:
+        """kmock's (frozen) resource for a path's, built once per resource: building one runs
+        a runtime Protocol check that cost more than the rest of recording a request."""
+        key = (path.group, path.version, path.plural)
+        found = self._resources.get(key)
+        if found is None:
+            found = self._resources[key] = kmock.resource(
+                group=path.group, version=path.version, plural=path.plural
+            )
+        return found
 
     def _lookup(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.store.objects.get((("", "v1", plural), namespace, name))
@@ -91,11 +105,7 @@ class StrictKubernetes(kmock.RawHandler):
         body = await raw_request.read()
         path = parse_api_path(raw_request.path)
         params = dict(raw_request.query)
-        resource = (
-            kmock.resource(group=path.group, version=path.version, plural=path.plural)
-            if path.is_resource
-            else None
-        )
+        resource = self._resource(path) if path.is_resource else None
         request = kmock.Request(
             id=len(self._requests),
             raw_request=raw_request,
