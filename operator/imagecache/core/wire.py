@@ -12,6 +12,7 @@ missing ones (an older agent, a Glance).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, Literal, TypedDict, cast
 
@@ -112,6 +113,28 @@ def image_report(
 
 class WireError(ValueError):
     """A document that is not the wire contract's shape (names the first bad field)."""
+
+
+LISTING_LIMIT = 16 * 2**20
+"""The largest ``GET /v2/cache`` body read (about 80,000 entries): a bigger one is refused."""
+
+
+def load_listing(data: bytes) -> CacheListing:
+    """Parse and check a ``GET /v2/cache`` body (at most `LISTING_LIMIT` bytes, plain JSON:
+    no ``NaN``/``Infinity``); `WireError` for anything else."""
+    if len(data) > LISTING_LIMIT:
+        raise WireError(f"larger than {LISTING_LIMIT} bytes")
+    try:
+        document = json.loads(data, parse_constant=_no_constant)
+    except RecursionError as error:
+        raise WireError("nested too deep") from error
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise WireError(f"not JSON: {str(error)[:120]}") from error
+    return parse_listing(document)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 _NUMBER_FIELDS = ("size", "bytes", "percent", "queue_position", "attempts", "hits")
