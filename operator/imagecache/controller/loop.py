@@ -10,7 +10,8 @@ What feeds the queue (`core.workqueue.WorkQueue`, keys are requests' ``(namespac
   whose image's state changed, or that waited for that answer; those whose progress alone
   moved (queue position, bytes) are due when their next progress write is allowed;
 * due times: a recheck of a Cached target (``recheck_interval``), the end of a backoff, a
-  progress-only status change waiting for ``status_interval``, a failed write's retry
+  progress-only status change waiting for ``status_interval`` (``queue_position_interval``
+  while Queued: `core.writes.progress_interval`), a failed write's retry
   (exponential, capped, per key);
 * the resync: every ``resync_interval`` the requests and pods are listed and compared, and
   what the watch missed (an object deleted while it was down) is forgotten.
@@ -47,7 +48,7 @@ from imagecache.core.planning import RequestView, plan_request, request_view
 from imagecache.core.status import Event
 from imagecache.core.targets import pod_info
 from imagecache.core.workqueue import WorkQueue
-from imagecache.core.writes import decide_write
+from imagecache.core.writes import decide_write, progress_interval
 
 logger = logging.getLogger("imagecache.controller.loop")
 
@@ -172,13 +173,16 @@ class ReconcileLoop:
 
     def _mark_progress(self, keys: set[RequestKey]) -> None:
         """Progress alone moved: reconcile when a progress write is allowed again (each key at
-        most every ``status_interval`` after its last write), at once if never written."""
+        most every `_progress_interval` after its last write), at once if never written."""
         now = self._monotonic()
         for key in keys:
             view = self.observed.request(key)
-            written = self.expectations.last(key, view.uid) if view is not None else None
-            if written is not None and now - written.at < self._settings.status_interval:
-                self.queue.add_at(key, written.at + self._settings.status_interval)
+            if view is None:
+                continue
+            written = self.expectations.last(key, view.uid)
+            interval = self._progress_interval(written.status if written else view.status)
+            if written is not None and now - written.at < interval:
+                self.queue.add_at(key, written.at + interval)
             else:
                 self.queue.add(key)
         if self.queue.ready():
@@ -345,17 +349,25 @@ class ReconcileLoop:
         self._metrics.observe_status(request.uid, outcome.status)
         written = self.expectations.last(key, request.uid)
         now = self._monotonic()
+        interval = self._progress_interval(request.status)
         decision = decide_write(
             live=request.status,
             new=outcome.status,
             last_write_at=written.at if written is not None else None,
             now=now,
-            status_interval=self._settings.status_interval,
+            interval=interval,
         )
         if decision.deferred and written is not None:
-            self.queue.add_at(key, written.at + self._settings.status_interval)
+            self.queue.add_at(key, written.at + interval)
         if decision.patch:
             await self._write(request, outcome, decision.patch)
+
+    def _progress_interval(self, status: Mapping[str, Any]) -> float:
+        return progress_interval(
+            status,
+            status_interval=self._settings.status_interval,
+            queue_position_interval=self._settings.queue_position_interval,
+        )
 
     async def _confirm(self, request: RequestView) -> bool:
         """Does the request still exist (the same object)? Asked before re-queueing its image."""

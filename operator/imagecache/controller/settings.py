@@ -117,6 +117,13 @@ class OperatorSettings(BaseSettings):
         ge=0,
         description="Progress-only status changes are written at most this often per object.",
     )
+    queue_position_interval: float = Field(
+        default=30.0,
+        ge=0,
+        description="While a request is Queued, its progress-only changes (queue position) are "
+        "written at most this often per object: every image an agent finishes moves every "
+        "request queued behind it.",
+    )
     resync_interval: float = Field(
         default=600.0,
         gt=0,
