@@ -19,7 +19,7 @@ watch event.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -125,14 +125,34 @@ def build_registry(
     return registry
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff-base: the operator has no create, update or resume handlers, so nothing to diff.
+
+    kopf builds an "essence" (a deep copy of the whole body) on every watch event and, with a
+    delete handler registered, stores it in an annotation after each object's creation: one
+    more patch of every request and one more watch event, for a diff nothing reads. Here every
+    object's essence is empty and never stored; deletion is still seen (it does not come from
+    the diff), so the evict-on-delete handler runs as before.
+    """
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return kopf.BodyEssence()
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     """kopf's own settings for our operator: annotations under imagecache.dev, no scanning."""
     config = kopf.OperatorSettings()
     config.persistence.finalizer = f"{GROUP}/evict-on-delete"
     config.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    config.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
-    )
+    config.persistence.diffbase_storage = NoDiffBase()
     # Resources are discovered once at start: no CRD or namespace watching (least privilege).
     config.scanning.disabled = True
     config.peering.standalone = True
