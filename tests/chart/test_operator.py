@@ -87,6 +87,7 @@ def test_deployment_runs_the_operator_with_settings(defaults: Rendering) -> None
         "IMAGECACHE_OPERATOR_EVICT_TIMEOUT": "60",
         "IMAGECACHE_OPERATOR_STATUS_INTERVAL": "5",
         "IMAGECACHE_OPERATOR_QUEUE_POSITION_INTERVAL": "30",
+        "IMAGECACHE_OPERATOR_MAX_POLL_STRETCH": "8",
         "IMAGECACHE_OPERATOR_LEADER_ELECTION": "true",
         "IMAGECACHE_OPERATOR_LEASE_NAME": OPERATOR,
         "IMAGECACHE_OPERATOR_LEASE_NAMESPACE": NAMESPACE,
@@ -125,6 +126,7 @@ def test_every_setting_is_rendered_from_the_one_map(render: Callable[..., Render
         "evictTimeout": 0.25,
         "statusInterval": 0,
         "queuePositionInterval": 12,
+        "maxPollStretch": 1,
         "leaderElection": True,
         "leaseName": "",
         "leaseDuration": 30,
@@ -148,6 +150,7 @@ def test_every_setting_is_rendered_from_the_one_map(render: Callable[..., Render
         "IMAGECACHE_OPERATOR_EVICT_TIMEOUT": "0.25",
         "IMAGECACHE_OPERATOR_STATUS_INTERVAL": "0",
         "IMAGECACHE_OPERATOR_QUEUE_POSITION_INTERVAL": "12",
+        "IMAGECACHE_OPERATOR_MAX_POLL_STRETCH": "1",
         "IMAGECACHE_OPERATOR_LEADER_ELECTION": "true",
         "IMAGECACHE_OPERATOR_LEASE_NAME": OPERATOR,  # empty: the chart's default
         "IMAGECACHE_OPERATOR_LEASE_DURATION": "30",

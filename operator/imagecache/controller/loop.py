@@ -6,9 +6,12 @@ What feeds the queue (`core.workqueue.WorkQueue`, keys are requests' ``(namespac
   says which requests a change affects (a pod status update that changes nothing the operator
   reads affects none; the echo of our own status write affects none);
 * the agents: `controller.polling.AgentPoller` polls each agent with requests in flight once
-  per ``poll_interval`` (each GET on its own, with a deadline) and hands over only the requests
-  whose image's state changed, or that waited for that answer; those whose progress alone
-  moved (queue position, bytes) are due when their next progress write is allowed;
+  per ``poll_interval``, stretched while the process is saturated (`controller.pace`: up to
+  ``max_poll_stretch`` times, so watch events and writes go first; polling would otherwise
+  take a core at 500 agents and feed on itself), each GET on its own with a deadline, and
+  hands over only the requests whose image's state changed, or that waited for that answer;
+  those whose progress alone moved (queue position, bytes) are due when their next progress
+  write is allowed;
 * due times: a recheck of a Cached target (``recheck_interval``), the end of a backoff, a
   progress-only status change waiting for ``status_interval`` (``queue_position_interval``
   while Queued: `core.writes.progress_interval`), a failed write's retry
@@ -37,6 +40,7 @@ from typing import Any
 from imagecache.controller.errors import ControllerError
 from imagecache.controller.kubeapi import KubernetesWrites, ObjectRef, WriteFailed
 from imagecache.controller.metrics import OperatorMetrics
+from imagecache.controller.pace import PollPace
 from imagecache.controller.polling import AgentPoller
 from imagecache.controller.reads import KubernetesReads, ReadFailed, scopes
 from imagecache.controller.reconciling import Outcome, Reconciler
@@ -44,6 +48,7 @@ from imagecache.controller.settings import OperatorSettings
 from imagecache.core.correlation import EventCorrelator
 from imagecache.core.expectations import WriteExpectations, Written
 from imagecache.core.observed import Observed, RequestKey
+from imagecache.core.pace import PacePolicy
 from imagecache.core.planning import RequestView, plan_request, request_view
 from imagecache.core.status import Event
 from imagecache.core.targets import pod_info
@@ -74,9 +79,15 @@ class ReconcileLoop:
         writes: KubernetesWrites,
         metrics: OperatorMetrics,
         reads: KubernetesReads | None = None,
+        pace: PollPace | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
+        self.pace = pace or PollPace(
+            settings.poll_interval, policy=PacePolicy(cap=settings.max_poll_stretch)
+        )
+        metrics.loop_lag.set_function(lambda: self.pace.lag)
+        metrics.poll_stretch.set_function(lambda: self.pace.stretch)
         self._reconciler = reconciler
         self._writes = writes
         self._reads = reads
@@ -96,6 +107,7 @@ class ReconcileLoop:
             backoff_cap=settings.retry_backoff_cap,
             on_change=self._mark,
             on_progress=self._mark_progress,
+            interval=lambda: self.pace.interval,
             monotonic=monotonic,
         )
         self._write_limit = asyncio.Semaphore(WRITE_CONCURRENCY)
@@ -213,6 +225,7 @@ class ReconcileLoop:
     async def run(self, stop: asyncio.Event) -> None:
         """Tick whenever something is ready, at least every ``poll_interval``, until `stop`."""
         self.started_at = self._monotonic()
+        pacing = asyncio.create_task(self.pace.run(), name="poll pace")
         try:
             while not stop.is_set():
                 self._wake.clear()
@@ -234,6 +247,8 @@ class ReconcileLoop:
                 else:
                     await asyncio.sleep(0)  # let the tasks just started run
         finally:
+            pacing.cancel()
+            await asyncio.gather(pacing, return_exceptions=True)
             await self.close()
 
     def _rest(self) -> float:

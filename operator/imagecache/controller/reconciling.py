@@ -190,8 +190,11 @@ class Reconciler:
         agents: AgentPort,
         monotonic: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        poll_interval: Callable[[], float] | None = None,
     ) -> None:
         self._settings = settings
+        self._poll_interval = poll_interval or (lambda: settings.poll_interval)
+        """The poll interval now (the loop's `controller.pace.PollPace` stretches it)."""
         self._agents = agents
         self._monotonic = monotonic
         self._wallclock = wallclock
@@ -322,7 +325,7 @@ class Reconciler:
             del memos[pod_uid]
         next_due = self._next_due(memos.values())
         if waiting_for_peer:  # fan-out: planned again once a poll may have freed a peer
-            retry = now + self._settings.poll_interval
+            retry = now + self._poll_interval()
             next_due = retry if next_due is None else min(next_due, retry)
         if needs:
             return Outcome(
@@ -361,7 +364,7 @@ class Reconciler:
         if memo.state is None:
             # A new target: an answer from a few polls ago is good enough to start from, and
             # so is any answer that completed after it asked (however late it is looked at).
-            recent = report.completed_at >= now - 2 * self._settings.poll_interval
+            recent = report.completed_at >= now - 2 * self._poll_interval()
             return not (recent or report.completed_at > memo.wanted_at)
         if memo.failures or _settled(memo.state):
             # A recheck or a retry: only an answer newer than the last look counts.

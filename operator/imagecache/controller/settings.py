@@ -124,6 +124,13 @@ class OperatorSettings(BaseSettings):
         "written at most this often per object: every image an agent finishes moves every "
         "request queued behind it.",
     )
+    max_poll_stretch: float = Field(
+        default=8.0,
+        ge=1,
+        description="While the operator's event loop lags (saturated), agent polls are spaced "
+        "up to this many poll intervals apart, so watch events and writes go first "
+        "(1: never stretched).",
+    )
     resync_interval: float = Field(
         default=600.0,
         gt=0,
