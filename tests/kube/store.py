@@ -480,8 +480,8 @@ class Store:
             backlog = [c for c in self.history if c.rv > start and c.type_key == rt.key]
         self._watchers.append(watcher)
         try:
-            for change in backlog:
-                event = _event(change, watcher)
+            for past in backlog:
+                event = _event(past, watcher)
                 if event is not None:
                     yield event
             loop = asyncio.get_running_loop()
@@ -490,6 +490,7 @@ class Store:
                 remaining = 1.0 if deadline is None else min(1.0, deadline - loop.time())
                 if remaining <= 0:
                     return
+                change: Change | None
                 try:
                     # What is queued already is taken without a timer task per event.
                     change = watcher.queue.get_nowait()
@@ -514,19 +515,15 @@ def _event(change: Change, watcher: _Watcher) -> WatchEvent | None:
         in_ns = watcher.namespace is None or obj["metadata"].get("namespace") == watcher.namespace
         return in_ns and watcher.matches(obj)
 
-    was, now = visible(change.old), visible(change.new)
-    if was and now:
-        return WatchEvent("MODIFIED", change.new, change)  # type: ignore[arg-type]
-    if now:
-        return WatchEvent("ADDED", change.new, change)  # type: ignore[arg-type]
-    if was:
+    old, new = change.old, change.new
+    was, now = visible(old), visible(new)
+    if new is not None and now:
+        return WatchEvent("MODIFIED" if was else "ADDED", new, change)
+    if old is not None and was:
         gone = (
-            change.new
-            if change.new is not None
-            else {
-                **change.old,
-                "metadata": {**change.old["metadata"], "resourceVersion": str(change.rv)},
-            }
-        )  # type: ignore[dict-item]
+            new
+            if new is not None
+            else {**old, "metadata": {**old["metadata"], "resourceVersion": str(change.rv)}}
+        )
         return WatchEvent("DELETED", gone, change)
     return None
