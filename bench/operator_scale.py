@@ -344,6 +344,43 @@ async def _idle(
     return cpu, ticks - before_ticks
 
 
+TIMELINE_EVERY = 10.0
+"""Seconds between two progress lines while the operator works (phases as written, the pace)."""
+
+
+async def _timeline(
+    session: aiohttp.ClientSession,
+    metrics_url: str,
+    started: float,
+    phases: dict[str, str],
+    pid: int,
+) -> None:
+    """One progress line: requests by written phase, the poll stretch and loop lag, CPU."""
+    counts: dict[str, int] = {}
+    for phase in phases.values():
+        counts[phase] = counts.get(phase, 0) + 1
+    gauges: dict[str, float] = {}
+    try:
+        async with session.get(f"{metrics_url}/metrics") as response:
+            for line in (await response.text()).splitlines():
+                name, _, value = line.partition(" ")
+                if name in (
+                    "imagecache_operator_poll_stretch",
+                    "imagecache_operator_loop_lag_seconds",
+                ):
+                    gauges[name] = float(value)
+    except (aiohttp.ClientError, ValueError):
+        pass
+    written = " ".join(f"{phase} {count}" for phase, count in sorted(counts.items()))
+    print(
+        f"  {time.monotonic() - started:6.1f} s: {written or 'nothing written'}; poll stretch "
+        f"{gauges.get('imagecache_operator_poll_stretch', float('nan')):.2f}, loop lag "
+        f"{1000 * gauges.get('imagecache_operator_loop_lag_seconds', float('nan')):.0f} ms; "
+        f"operator CPU {_cpu_seconds(pid):.1f} s",
+        flush=True,
+    )
+
+
 async def through_operator(
     root: Path,
     agents: list[Any],
@@ -411,6 +448,7 @@ async def through_operator(
                 created = time.monotonic() - started
                 phases: dict[str, str] = {}
                 seen = 0
+                report_at = started + TIMELINE_EVERY
                 while sum(1 for p in phases.values() if p == "Cached") < len(plan):
                     writes = kube.writes
                     for write in writes[seen:]:
@@ -421,6 +459,9 @@ async def through_operator(
                     seen = len(writes)
                     if time.monotonic() - started > 1800:
                         raise TimeoutError(f"not all Cached after 30 minutes: {len(phases)}")
+                    if time.monotonic() >= report_at:
+                        report_at += TIMELINE_EVERY
+                        await _timeline(session, metrics_url, started, phases, process.pid)
                     await asyncio.sleep(0.2)
                 total = time.monotonic() - started
                 items = await kube.client.list(ICR, namespace="default")
