@@ -7,8 +7,10 @@
 - `openstack_cloud`: Keystone + Glance with hour-long tokens (see tests/openstack/cloud.py for
   the users, projects, images and the clouds in its `clouds.yaml`).
 - `openstack_cloud_short_tokens`: a second, separate pair whose Keystone issues tokens that
-  live `SHORT_TOKEN_EXPIRATION` seconds: over keystoneauth's 120 s re-authentication margin, so
-  a client renews such a token 30 s after getting it, and a test can see a token expire.
+  live `SHORT_TOKEN_EXPIRATION` seconds, so a test can see a token expire in half a minute.
+  That is under keystoneauth's 120 s re-authentication margin: a keystoneauth client (the
+  agent, Glance's middleware) takes a fresh token whenever it needs one, and a token it got
+  before is expired by the time the next one is needed, which is the renewal a test checks.
 Each is started once per session on first use (about 30-40 s on 2 cores) and stopped, with its
 temporary directory removed, at the end. The first test that uses one gets a longer timeout.
 
@@ -37,7 +39,7 @@ import pytest
 from tests.openstack.cloud import OpenStackCloud, running_openstack
 from tests.openstack.venv import OpenStackVenv, VenvUnavailable, build_venv
 
-SHORT_TOKEN_EXPIRATION = 150  # seconds; keystoneauth renews a token with under 120 s left
+SHORT_TOKEN_EXPIRATION = 30  # seconds; a test waits this long to see a token expire
 CLOUD_FIXTURES = ("openstack_cloud", "openstack_cloud_short_tokens")
 STARTUP_TIMEOUT = 400  # seconds for the first test of a cloud, which also pays for its start
 VENV_RESULT = pytest.StashKey[OpenStackVenv | str]()
