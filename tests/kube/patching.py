@@ -31,10 +31,15 @@ _SET_LISTS = {"finalizers"}
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
-    """Apply a JSON merge patch; answer a new value (the inputs are not modified)."""
+    """Apply a JSON merge patch; answer a new value (the inputs are not modified).
+
+    Only the objects on the patch's paths are new: the rest of the answer is shared with
+    `target` and `patch` (the store copies what it keeps), so a small patch on a large object
+    costs the size of the patch, not of the object.
+    """
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)

@@ -13,7 +13,7 @@ from typing import Any
 
 import kmock
 
-from tests.kube.schema import Schema
+from tests.kube.schema import Schema, Validator
 
 TypeKey = tuple[str, str, str]  # group, version, plural
 
@@ -33,6 +33,7 @@ class ResourceType:
     verbs: list[str] = field(default_factory=list)
     subresources: set[str] = field(default_factory=set)
     schema: Schema | None = None  # openAPIV3Schema, for custom resources only
+    validator: Validator | None = None  # the schema prepared once (compiled CEL, verdicts)
     printer_columns: list[dict[str, Any]] = field(default_factory=list)
     custom: bool = False
 
@@ -96,6 +97,7 @@ def types_from_crd(crd: dict[str, Any]) -> list[ResourceType]:
     for version in spec["versions"]:
         if not version.get("served", True):
             continue
+        schema = version.get("schema", {}).get("openAPIV3Schema")
         types.append(
             ResourceType(
                 group=spec["group"],
@@ -117,7 +119,8 @@ def types_from_crd(crd: dict[str, Any]) -> list[ResourceType]:
                     "watch",
                 ],
                 subresources=set(version.get("subresources", {}).keys()),
-                schema=version.get("schema", {}).get("openAPIV3Schema"),
+                schema=schema,
+                validator=None if schema is None else Validator(schema),
                 printer_columns=list(version.get("additionalPrinterColumns", [])),
                 custom=True,
             )

@@ -30,6 +30,8 @@ _JSON = {"Content-Type": "application/json"}
 def _body(request: Request) -> Any:
     if not request.body:
         return None
+    if request.data is not None:
+        return request.data  # parsed once already, when the request was recorded
     try:
         return json.loads(request.body)
     except ValueError as e:
@@ -316,9 +318,10 @@ class Router:
                     timeout_seconds=timeout,
                     keep_going=keep_going,
                 ):
-                    if event["type"] != "ERROR":
-                        event = {"type": event["type"], "object": out(event["object"])}
-                    yield event
+                    if event.type == "ERROR" or not is_events_v1:
+                        yield event.encoded()  # the same bytes for every watcher
+                    else:
+                        yield {"type": event.type, "object": out(event.object)}
             finally:
                 self._watching.discard(request.id)
 

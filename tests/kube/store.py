@@ -13,8 +13,8 @@ object until they are all removed, and label/field selectors on list and watch.
 from __future__ import annotations
 
 import asyncio
-import copy
 import datetime
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +24,7 @@ from typing import Any
 from tests.kube import leases
 from tests.kube import schema as schemas
 from tests.kube.errors import AlreadyExists, BadRequest, Conflict, Invalid, NotFound
+from tests.kube.jsondata import copy_json
 from tests.kube.resources import ResourceType, TypeKey, types_from_crd
 from tests.kube.selectors import Matcher
 
@@ -49,6 +50,31 @@ class Change:
     type_key: TypeKey
     old: Obj | None
     new: Obj | None
+    encoded: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+    """This change's watch event of each type (ADDED, MODIFIED, DELETED) as sent: every
+    watcher that sees it gets the same event, so it is encoded once for all of them."""
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One event of a watch stream; `change` is None for the 410 ``ERROR`` (and a backlog)."""
+
+    type: str
+    object: Obj
+    change: Change | None = None
+
+    def encoded(self) -> bytes:
+        """The JSON line sent for this event, encoded once per change and event type."""
+        if self.change is None:
+            return _line(self.type, self.object)
+        line = self.change.encoded.get(self.type)
+        if line is None:
+            line = self.change.encoded[self.type] = _line(self.type, self.object)
+        return line
+
+
+def _line(type_: str, obj: Obj) -> bytes:
+    return json.dumps({"type": type_, "object": obj}).encode() + b"\n"
 
 
 @dataclass
@@ -58,6 +84,17 @@ class _Watcher:
     matches: Matcher
     queue: asyncio.Queue[Change | None] = field(default_factory=asyncio.Queue)
     """Changes to send; None ends the stream (`Store.end_watches`)."""
+
+
+def _own_meta(meta: Any) -> Obj:
+    """A body's ``metadata`` as a dict of its own (one level), to be filled in."""
+    if meta is None:
+        return {}
+    if not isinstance(meta, dict):
+        raise BadRequest(
+            "the body of the request was in an unknown format: metadata must be an object"
+        )
+    return dict(meta)
 
 
 def _spec_part(obj: Obj, *, with_status: bool) -> Obj:
@@ -124,10 +161,15 @@ class Store:
         return obj
 
     def _validate(self, rt: ResourceType, obj: Obj, old: Obj | None) -> Obj:
+        """The object as stored, validated: a fresh copy, sharing nothing with `obj` (whose
+        parts may be the client's body or another stored object) -- the one full copy a write
+        makes."""
         name = obj["metadata"].get("name", "")
-        if rt.schema is not None:
-            obj = schemas.normalize(obj, rt.schema, root=True)
-            errors = schemas.validate(obj, rt.schema, old if old is not None else schemas._MISSING)
+        if rt.validator is None:
+            obj = copy_json(obj)
+        else:
+            obj = rt.validator.normalize(obj)
+            errors = rt.validator.validate(obj, old if old is not None else schemas._MISSING)
             if errors:
                 raise schemas.refusal(rt.kind, rt.group, name, errors)
         if rt.key == leases.LEASE_KEY:
@@ -148,8 +190,8 @@ class Store:
         """POST: a new object, namespace from the URL, ``status`` dropped if a subresource."""
         if not isinstance(body, dict):
             raise BadRequest("the body of the request was in an unknown format")
-        obj = copy.deepcopy(body)
-        meta = obj.setdefault("metadata", {})
+        obj = dict(body)  # one level: `_validate` copies the whole object once, at the end
+        meta = obj["metadata"] = _own_meta(obj.get("metadata"))
         if rt.namespaced:
             if namespace is None:
                 raise NotFound("the server could not find the requested resource")
@@ -222,10 +264,27 @@ class Store:
         obj = self._validate(rt, obj, None)
         self.objects[key] = self._bump(obj)
         if rt.key == CRD_KEY:
-            for served in types_from_crd(obj):
-                self.types[served.key] = served
+            self._serve_crd(None, obj)
         self._record(rt, None, obj)
         return obj
+
+    def _serve_crd(self, old: Obj | None, new: Obj | None) -> None:
+        """Serve what a created, changed or deleted CRD now defines: each version its own new
+        `ResourceType` (so validation follows the changed schema from the next write on), the
+        versions no longer served unserved. A deleted CRD takes its objects with it (the API
+        server deletes them before the CRD goes), each a DELETED change for watches."""
+        served = types_from_crd(new) if new is not None else []
+        for rt in types_from_crd(old) if old is not None else []:
+            if rt.key in {t.key for t in served}:
+                continue
+            self.types.pop(rt.key, None)
+            if new is None:
+                for key in [k for k in self.objects if k[0] == rt.key]:
+                    stored = self.objects.pop(key)
+                    self.rv += 1
+                    self._record(rt, stored, None)
+        for rt in served:
+            self.types[rt.key] = rt
 
     def write(
         self,
@@ -256,17 +315,18 @@ class Store:
             raise BadRequest(
                 "the namespace of the provided object does not match the namespace sent on the request"  # noqa: E501 (the API server's wording)
             )
+        # `new` shares parts with `old` and `candidate` until `_validate` copies it whole; only
+        # its top level and its metadata's top level are changed before that.
         if subresource == "status":
-            new = copy.deepcopy(old)
+            new = {key: value for key, value in old.items() if key != "status"}
+            new["metadata"] = dict(old["metadata"])
             if "status" in candidate:
-                new["status"] = copy.deepcopy(candidate["status"])
-            else:
-                new.pop("status", None)
+                new["status"] = candidate["status"]
         elif subresource is None:
-            new = copy.deepcopy(candidate)
+            new = dict(candidate)
             new.setdefault("apiVersion", rt.api_version)
             new.setdefault("kind", rt.kind)
-            new["metadata"] = meta = copy.deepcopy(cmeta)
+            new["metadata"] = meta = _own_meta(cmeta)
             for system in (
                 "uid",
                 "creationTimestamp",
@@ -282,7 +342,7 @@ class Store:
                     meta.pop(system, None)
             if rt.has_status:
                 if "status" in old:
-                    new["status"] = copy.deepcopy(old["status"])
+                    new["status"] = old["status"]
                 else:
                     new.pop("status", None)
         else:
@@ -313,9 +373,13 @@ class Store:
         self._bump(new)
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
             del self.objects[key]
+            if rt.key == CRD_KEY:
+                self._serve_crd(old, None)
             self._record(rt, old, None)
             return new
         self.objects[key] = new
+        if rt.key == CRD_KEY:
+            self._serve_crd(old, new)
         self._record(rt, old, new)
         return new
 
@@ -341,7 +405,7 @@ class Store:
         if old["metadata"].get("finalizers"):
             if old["metadata"].get("deletionTimestamp"):
                 return old
-            new = copy.deepcopy(old)
+            new = {**old, "metadata": dict(old["metadata"])}  # stored objects are never changed
             new["metadata"].update(
                 deletionTimestamp=now_rfc3339(),
                 deletionGracePeriodSeconds=0,
@@ -350,8 +414,10 @@ class Store:
             self.objects[key] = self._bump(new)
             self._record(rt, old, new)
             return new
-        gone = self._bump(copy.deepcopy(old))
+        gone = self._bump({**old, "metadata": dict(old["metadata"])})
         del self.objects[key]
+        if rt.key == CRD_KEY:
+            self._serve_crd(old, None)
         self._record(rt, old, None)
         return gone
 
@@ -381,7 +447,7 @@ class Store:
         since: str | None,
         timeout_seconds: float | None,
         keep_going: Callable[[], bool] = lambda: True,
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncIterator[WatchEvent]:
         """Watch events (ADDED/MODIFIED/DELETED) after `since`, or current objects first.
 
         An object that starts or stops matching the selectors appears as ADDED or DELETED, as
@@ -399,9 +465,9 @@ class Store:
             start = int(since)  # type: ignore[arg-type]
             expired = self.history and self.history[0].rv > start + 1 and start < self.rv
             if expired or start < self.compacted_rv:
-                yield {
-                    "type": "ERROR",
-                    "object": {
+                yield WatchEvent(
+                    "ERROR",
+                    {
                         "kind": "Status",
                         "apiVersion": "v1",
                         "status": "Failure",
@@ -409,13 +475,13 @@ class Store:
                         "reason": "Expired",
                         "message": f"too old resource version: {start} ({self._oldest()})",
                     },
-                }
+                )
                 return
             backlog = [c for c in self.history if c.rv > start and c.type_key == rt.key]
         self._watchers.append(watcher)
         try:
-            for change in backlog:
-                event = _event(change, watcher)
+            for past in backlog:
+                event = _event(past, watcher)
                 if event is not None:
                     yield event
             loop = asyncio.get_running_loop()
@@ -424,10 +490,15 @@ class Store:
                 remaining = 1.0 if deadline is None else min(1.0, deadline - loop.time())
                 if remaining <= 0:
                     return
+                change: Change | None
                 try:
-                    change = await asyncio.wait_for(watcher.queue.get(), remaining)
-                except TimeoutError:
-                    continue
+                    # What is queued already is taken without a timer task per event.
+                    change = watcher.queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    try:
+                        change = await asyncio.wait_for(watcher.queue.get(), remaining)
+                    except TimeoutError:
+                        continue
                 if change is None:
                     return
                 event = _event(change, watcher)
@@ -437,26 +508,22 @@ class Store:
             self._watchers.remove(watcher)
 
 
-def _event(change: Change, watcher: _Watcher) -> dict[str, Any] | None:
+def _event(change: Change, watcher: _Watcher) -> WatchEvent | None:
     def visible(obj: Obj | None) -> bool:
         if obj is None:
             return False
         in_ns = watcher.namespace is None or obj["metadata"].get("namespace") == watcher.namespace
         return in_ns and watcher.matches(obj)
 
-    was, now = visible(change.old), visible(change.new)
-    if was and now:
-        return {"type": "MODIFIED", "object": change.new}
-    if now:
-        return {"type": "ADDED", "object": change.new}
-    if was:
+    old, new = change.old, change.new
+    was, now = visible(old), visible(new)
+    if new is not None and now:
+        return WatchEvent("MODIFIED" if was else "ADDED", new, change)
+    if old is not None and was:
         gone = (
-            change.new
-            if change.new is not None
-            else {
-                **change.old,
-                "metadata": {**change.old["metadata"], "resourceVersion": str(change.rv)},
-            }
-        )  # type: ignore[dict-item]
-        return {"type": "DELETED", "object": gone}
+            new
+            if new is not None
+            else {**old, "metadata": {**old["metadata"], "resourceVersion": str(change.rv)}}
+        )
+        return WatchEvent("DELETED", gone, change)
     return None

@@ -3,7 +3,8 @@
 Covers: a watch from a list's resourceVersion sees every later change exactly once and nothing
 earlier; a watch without one starts with ADDED for current objects; DELETED on deletion;
 namespace scoping; label selectors turning changes into ADDED/DELETED as objects enter or
-leave the selection; timeoutSeconds ends the stream.
+leave the selection; timeoutSeconds ends the stream; every watcher of a change is sent the same
+bytes, encoded once for all of them.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import kubernetes
 from kubernetes.client import ApiClient, CoreV1Api, CustomObjectsApi
 
+from tests.kube.client import ICR, resource_path
 from tests.kube.emulator import Emulator
 from tests.kube.official import (
     GROUP,
@@ -141,3 +144,33 @@ def test_timeout_seconds_ends_the_stream(k8s: ApiClient) -> None:
     )
     assert list(stream) == []
     assert time.monotonic() - started < DEADLINE
+
+
+async def test_every_watcher_gets_the_same_bytes_encoded_once(
+    kube: Emulator, k8s: ApiClient
+) -> None:
+    since = list_version(k8s)
+    url = kube.url + resource_path(ICR, NS)
+    params = {"watch": "true", "resourceVersion": since, "timeoutSeconds": "30"}
+    timeout = aiohttp.ClientTimeout(total=DEADLINE)
+    async with aiohttp.ClientSession(headers=kube.auth_headers, timeout=timeout) as session:
+
+        async def lines(response: aiohttp.ClientResponse) -> list[bytes]:
+            return [await response.content.readline() for _ in range(3)]
+
+        async with (
+            session.get(url, params=params) as first,
+            session.get(url, params={**params, "labelSelector": "app=glance"}) as second,
+        ):
+            await wait_for(lambda: kube.open_watches >= 2, "both watches are open")
+            create_icr(k8s, {**icr("a"), "metadata": {"name": "a", "labels": {"app": "glance"}}})
+            patch_icr(k8s, "a", {"status": {"phase": "Queued"}}, status=True)
+            delete_icr(k8s, "a")
+            seen = await asyncio.gather(lines(first), lines(second))
+    assert seen[0] == seen[1]
+    assert [line.split(b'"', 4)[3] for line in seen[0]] == [b"ADDED", b"MODIFIED", b"DELETED"]
+    changes = kube.run_in_server(lambda: kube.store.history[-3:])
+    assert [list(c.encoded) for c in changes] == [["ADDED"], ["MODIFIED"], ["DELETED"]]
+    assert [
+        c.encoded[t] for c, t in zip(changes, ["ADDED", "MODIFIED", "DELETED"], strict=True)
+    ] == seen[0]

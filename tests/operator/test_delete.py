@@ -67,6 +67,10 @@ async def test_evict_on_delete_removes_the_image_then_the_object(
     image, agent = await _cached_request(kube, upstream, agents, 1, evict=True)
     obj = await kube.client.get(ICR, "req-1", namespace="default")
     assert obj is not None and obj["metadata"].get("finalizers")
+    # kopf's diff-base (a copy of the object in an annotation) is never written: no handler
+    # reads a diff (controller.handlers.NoDiffBase).
+    annotations = obj["metadata"].get("annotations") or {}
+    assert not [key for key in annotations if key.endswith("last-handled-configuration")]
     await kube.client.delete(ICR, "req-1", namespace="default")
     await wait_until(lambda: _gone(kube, "req-1"), within=20, what="object deleted")
     assert not await asyncio.to_thread(agent_has, agent, image)

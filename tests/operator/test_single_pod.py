@@ -74,6 +74,12 @@ async def test_queued_caching_cached_with_progress(
     events = await events_until(kube, "req", reasons_end_with("Cached"))
     reasons = [e["reason"] for e in events]
     assert "Caching" in reasons and reasons[-1] == "Cached"
+    object_patches = [
+        w
+        for w in kube.writes
+        if w.resource == "imagecacherequests" and w.subresource is None and w.verb != "create"
+    ]
+    assert object_patches == []  # only status: no kopf annotation, no finalizer without evict
 
 
 def _gets(operator: RunningOperator) -> float:

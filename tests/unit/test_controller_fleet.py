@@ -65,7 +65,7 @@ async def test_the_late_echo_of_an_earlier_write_is_ignored() -> None:
 
 
 async def test_queue_positions_post_no_events_and_are_throttled() -> None:
-    world = World(status_interval=5)
+    world = World(status_interval=2, queue_position_interval=5)
     world.add("r")
     positions = iter(range(8, 0, -1))
 

@@ -27,7 +27,7 @@ from imagecache.core.status import (
     build_status,
 )
 from imagecache.core.targets import PodInfo
-from imagecache.core.wire import WireError, parse_listing
+from imagecache.core.wire import LISTING_LIMIT, WireError, load_listing, parse_listing
 
 
 def _view(name: str, rv: str = "1", **spec: Any) -> RequestView:
@@ -181,6 +181,23 @@ def test_only_images_whose_entry_changed_differ() -> None:
 def test_a_malformed_listing_is_refused_with_the_field_named(document: Any, problem: str) -> None:
     with pytest.raises(WireError, match=problem.replace("[", r"\[").replace("]", r"\]")):
         parse_listing(document)
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        pytest.param(b'{"cached_images": [], "x": NaN}', "NaN is not JSON", id="nan"),
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, "nested too deep", id="deep"),
+        pytest.param(b'{"cached_images": [', "not JSON", id="truncated"),
+        pytest.param(b"\xff\xfe{}", "not JSON", id="not-utf8"),
+        pytest.param(b" " * (LISTING_LIMIT + 1), "larger than", id="too-large"),
+    ],
+)
+def test_a_listing_body_that_is_not_bounded_plain_json_is_refused(
+    body: bytes, problem: str
+) -> None:
+    with pytest.raises(WireError, match=problem):
+        load_listing(body)
 
 
 def test_a_good_listing_passes_with_missing_lists_filled() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from imagecache.core.writes import decide_write
+from imagecache.core.writes import decide_write, progress_interval
 
 CACHING = {
     "phase": "Caching",
@@ -57,7 +57,7 @@ def _with(**changes: Any) -> dict[str, Any]:
 def test_decide_write(
     new: dict[str, Any], last: float | None, now: float, written: bool, urgent: bool
 ) -> None:
-    decision = decide_write(live=CACHING, new=new, last_write_at=last, now=now, status_interval=5)
+    decision = decide_write(live=CACHING, new=new, last_write_at=last, now=now, interval=5)
     assert bool(decision.patch) is written
     assert decision.urgent is urgent
 
@@ -65,6 +65,23 @@ def test_decide_write(
 def test_target_progress_only_waits() -> None:
     live = _with(targets=[{"pod": "a", "phase": "Caching", "reason": "Downloading", "percent": 1}])
     new = _with(targets=[{"pod": "a", "phase": "Caching", "reason": "Downloading", "percent": 9}])
-    assert not decide_write(live=live, new=new, last_write_at=0, now=1, status_interval=5).patch
-    patch = decide_write(live=live, new=new, last_write_at=0, now=5, status_interval=5).patch
+    assert not decide_write(live=live, new=new, last_write_at=0, now=1, interval=5).patch
+    patch = decide_write(live=live, new=new, last_write_at=0, now=5, interval=5).patch
     assert patch == {"targets": new["targets"]}
+
+
+@pytest.mark.parametrize(
+    ("phase", "expected"),
+    [("Queued", 30.0), ("Caching", 5.0), ("Pending", 5.0), (None, 5.0)],
+)
+def test_a_queued_request_s_progress_waits_for_the_queue_position_interval(
+    phase: str | None, expected: float
+) -> None:
+    status = {"phase": phase} if phase else {}
+    interval = progress_interval(status, status_interval=5.0, queue_position_interval=30.0)
+    assert interval == expected
+
+
+def test_the_queue_position_interval_never_shortens_the_status_interval() -> None:
+    status = {"phase": "Queued"}
+    assert progress_interval(status, status_interval=5.0, queue_position_interval=0.0) == 5.0

@@ -6,16 +6,16 @@ shared aiohttp session: at most ``max_concurrency`` requests in flight, ``reques
 request, the credential headers for each target from an `AgentCredentials` (controller/
 credentials.py: the shared token file, or a per-pod token), and each request counted in the
 metrics by outcome. Callers pass the target's ``pod_uid``: a per-pod credential needs it.
-Every listing is checked against the wire contract (`core.wire.parse_listing`) before the
-reconciler sees it: a malformed one is that agent's `AgentProtocolError`, never the loop's
-exception.
+Every listing is read up to `core.wire.LISTING_LIMIT` bytes and checked against the wire
+contract (`core.wire.load_listing`) before the reconciler sees it: a malformed or oversized one
+is that agent's `AgentProtocolError`, never the loop's exception.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
 
@@ -29,12 +29,32 @@ from imagecache.controller.errors import (
 )
 from imagecache.controller.metrics import OperatorMetrics
 from imagecache.core.wire import (
+    LISTING_LIMIT,
     SOURCE_HEADER,
     SOURCE_TOKEN_HEADER,
     CacheListing,
     WireError,
-    parse_listing,
+    load_listing,
 )
+
+
+class _TooLarge(ValueError):
+    """An agent's answer is longer than the caller reads."""
+
+
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, refused (`_TooLarge`) beyond `limit` bytes, declared or streamed."""
+    declared = response.content_length
+    if declared is not None and declared > limit:
+        raise _TooLarge(f"answer of {declared} bytes (at most {limit} read)")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge(f"answer longer than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class AgentPort(Protocol):
@@ -132,10 +152,10 @@ class HttpAgents:
 
     async def cache_report(self, endpoint: str, *, pod_uid: str | None = None) -> CacheListing:
         _, body = await self._call(
-            "GET", endpoint, "/v2/cache", accept=(200,), want_json=True, pod_uid=pod_uid
+            "GET", endpoint, "/v2/cache", accept=(200,), read_limit=LISTING_LIMIT, pod_uid=pod_uid
         )
         try:
-            return parse_listing(body)
+            return load_listing(body)
         except WireError as error:
             raise AgentProtocolError(
                 f"GET /v2/cache: invalid listing: {error}", endpoint=endpoint
@@ -148,10 +168,11 @@ class HttpAgents:
         path: str,
         *,
         accept: tuple[int, ...],
-        want_json: bool = False,
+        read_limit: int = 0,
         pod_uid: str | None = None,
         extra: dict[str, str] | None = None,
-    ) -> tuple[int, Any]:
+    ) -> tuple[int, bytes]:
+        """Send one request; its status and (up to `read_limit` bytes of) body."""
         assert self._session is not None, "HttpAgents used outside its context"
         headers = {"Content-Length": "0"} if method == "PUT" else {}
         headers.update(extra or {})
@@ -176,7 +197,7 @@ class HttpAgents:
                         endpoint=endpoint,
                         status=response.status,
                     )
-                body = await response.json(content_type=None) if want_json else None
+                body = await _read_bounded(response, read_limit) if read_limit else b""
                 return response.status, body
         except AgentError:
             raise

@@ -6,11 +6,15 @@ What feeds the queue (`core.workqueue.WorkQueue`, keys are requests' ``(namespac
   says which requests a change affects (a pod status update that changes nothing the operator
   reads affects none; the echo of our own status write affects none);
 * the agents: `controller.polling.AgentPoller` polls each agent with requests in flight once
-  per ``poll_interval`` (each GET on its own, with a deadline) and hands over only the requests
-  whose image's state changed, or that waited for that answer; those whose progress alone
-  moved (queue position, bytes) are due when their next progress write is allowed;
+  per ``poll_interval``, stretched while the process is saturated (`controller.pace`: up to
+  ``max_poll_stretch`` times, so watch events and writes go first; polling would otherwise
+  take a core at 500 agents and feed on itself), each GET on its own with a deadline, and
+  hands over only the requests whose image's state changed, or that waited for that answer;
+  those whose progress alone moved (queue position, bytes) are due when their next progress
+  write is allowed;
 * due times: a recheck of a Cached target (``recheck_interval``), the end of a backoff, a
-  progress-only status change waiting for ``status_interval``, a failed write's retry
+  progress-only status change waiting for ``status_interval`` (``queue_position_interval``
+  while Queued: `core.writes.progress_interval`), a failed write's retry
   (exponential, capped, per key);
 * the resync: every ``resync_interval`` the requests and pods are listed and compared, and
   what the watch missed (an object deleted while it was down) is forgotten.
@@ -36,6 +40,7 @@ from typing import Any
 from imagecache.controller.errors import ControllerError
 from imagecache.controller.kubeapi import KubernetesWrites, ObjectRef, WriteFailed
 from imagecache.controller.metrics import OperatorMetrics
+from imagecache.controller.pace import PollPace
 from imagecache.controller.polling import AgentPoller
 from imagecache.controller.reads import KubernetesReads, ReadFailed, scopes
 from imagecache.controller.reconciling import Outcome, Reconciler
@@ -43,11 +48,12 @@ from imagecache.controller.settings import OperatorSettings
 from imagecache.core.correlation import EventCorrelator
 from imagecache.core.expectations import WriteExpectations, Written
 from imagecache.core.observed import Observed, RequestKey
+from imagecache.core.pace import PacePolicy
 from imagecache.core.planning import RequestView, plan_request, request_view
 from imagecache.core.status import Event
 from imagecache.core.targets import pod_info
 from imagecache.core.workqueue import WorkQueue
-from imagecache.core.writes import decide_write
+from imagecache.core.writes import decide_write, progress_interval
 
 logger = logging.getLogger("imagecache.controller.loop")
 
@@ -73,9 +79,15 @@ class ReconcileLoop:
         writes: KubernetesWrites,
         metrics: OperatorMetrics,
         reads: KubernetesReads | None = None,
+        pace: PollPace | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
+        self.pace = pace or PollPace(
+            settings.poll_interval, policy=PacePolicy(cap=settings.max_poll_stretch)
+        )
+        metrics.loop_lag.set_function(lambda: self.pace.lag)
+        metrics.poll_stretch.set_function(lambda: self.pace.stretch)
         self._reconciler = reconciler
         self._writes = writes
         self._reads = reads
@@ -95,6 +107,7 @@ class ReconcileLoop:
             backoff_cap=settings.retry_backoff_cap,
             on_change=self._mark,
             on_progress=self._mark_progress,
+            interval=lambda: self.pace.interval,
             monotonic=monotonic,
         )
         self._write_limit = asyncio.Semaphore(WRITE_CONCURRENCY)
@@ -172,13 +185,16 @@ class ReconcileLoop:
 
     def _mark_progress(self, keys: set[RequestKey]) -> None:
         """Progress alone moved: reconcile when a progress write is allowed again (each key at
-        most every ``status_interval`` after its last write), at once if never written."""
+        most every `_progress_interval` after its last write), at once if never written."""
         now = self._monotonic()
         for key in keys:
             view = self.observed.request(key)
-            written = self.expectations.last(key, view.uid) if view is not None else None
-            if written is not None and now - written.at < self._settings.status_interval:
-                self.queue.add_at(key, written.at + self._settings.status_interval)
+            if view is None:
+                continue
+            written = self.expectations.last(key, view.uid)
+            interval = self._progress_interval(written.status if written else view.status)
+            if written is not None and now - written.at < interval:
+                self.queue.add_at(key, written.at + interval)
             else:
                 self.queue.add(key)
         if self.queue.ready():
@@ -209,6 +225,7 @@ class ReconcileLoop:
     async def run(self, stop: asyncio.Event) -> None:
         """Tick whenever something is ready, at least every ``poll_interval``, until `stop`."""
         self.started_at = self._monotonic()
+        pacing = asyncio.create_task(self.pace.run(), name="poll pace")
         try:
             while not stop.is_set():
                 self._wake.clear()
@@ -230,6 +247,8 @@ class ReconcileLoop:
                 else:
                     await asyncio.sleep(0)  # let the tasks just started run
         finally:
+            pacing.cancel()
+            await asyncio.gather(pacing, return_exceptions=True)
             await self.close()
 
     def _rest(self) -> float:
@@ -345,17 +364,25 @@ class ReconcileLoop:
         self._metrics.observe_status(request.uid, outcome.status)
         written = self.expectations.last(key, request.uid)
         now = self._monotonic()
+        interval = self._progress_interval(request.status)
         decision = decide_write(
             live=request.status,
             new=outcome.status,
             last_write_at=written.at if written is not None else None,
             now=now,
-            status_interval=self._settings.status_interval,
+            interval=interval,
         )
         if decision.deferred and written is not None:
-            self.queue.add_at(key, written.at + self._settings.status_interval)
+            self.queue.add_at(key, written.at + interval)
         if decision.patch:
             await self._write(request, outcome, decision.patch)
+
+    def _progress_interval(self, status: Mapping[str, Any]) -> float:
+        return progress_interval(
+            status,
+            status_interval=self._settings.status_interval,
+            queue_position_interval=self._settings.queue_position_interval,
+        )
 
     async def _confirm(self, request: RequestView) -> bool:
         """Does the request still exist (the same object)? Asked before re-queueing its image."""

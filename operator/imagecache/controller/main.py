@@ -46,6 +46,7 @@ from imagecache.controller.kubeclient import (
 from imagecache.controller.leader import LeaderElector, LeaseConfig, LeaseLost
 from imagecache.controller.loop import ReconcileLoop
 from imagecache.controller.metrics import OperatorMetrics, serve_probes
+from imagecache.controller.pace import PollPace
 from imagecache.controller.reads import ApiReads
 from imagecache.controller.reconciling import Reconciler
 from imagecache.controller.settings import (
@@ -54,6 +55,7 @@ from imagecache.controller.settings import (
     lease_identity,
     parse_settings,
 )
+from imagecache.core.pace import PacePolicy
 
 logger = logging.getLogger("imagecache.controller")
 
@@ -140,7 +142,10 @@ async def _run(
         metrics=metrics,
     )
     async with api, agents:
-        reconciler = Reconciler(settings=settings, agents=agents)
+        pace = PollPace(settings.poll_interval, policy=PacePolicy(cap=settings.max_poll_stretch))
+        reconciler = Reconciler(
+            settings=settings, agents=agents, poll_interval=lambda: pace.interval
+        )
         elector = (
             LeaderElector(
                 api,
@@ -159,7 +164,12 @@ async def _run(
         writes = ApiWrites(api, timeout=max(30.0, settings.request_timeout * 3), gate=elector)
         reads = ApiReads(api, timeout=max(30.0, settings.request_timeout * 3))
         loop = ReconcileLoop(
-            settings=settings, reconciler=reconciler, writes=writes, reads=reads, metrics=metrics
+            settings=settings,
+            reconciler=reconciler,
+            writes=writes,
+            reads=reads,
+            metrics=metrics,
+            pace=pace,
         )
         halt = asyncio.Event()
 

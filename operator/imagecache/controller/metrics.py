@@ -16,7 +16,10 @@ operators can run in one process (tests):
 * ``imagecache_operator_loop_ticks_total`` -- completed passes of the reconcile loop, and
   ``imagecache_operator_loop_tick_duration_seconds`` -- how long each took (histogram);
 * ``imagecache_operator_leader`` -- 1 while this replica leads (holds the Lease, or runs
-  without leader election), 0 on a standby.
+  without leader election), 0 on a standby;
+* ``imagecache_operator_loop_lag_seconds`` -- how late the event loop ran its last timer, and
+  ``imagecache_operator_poll_stretch`` -- the factor agent polls are spaced by because of it
+  (1: every ``poll_interval``; `controller.pace`).
 
 The chart's dashboard and alerts (charts/imagecache/files/) read these; tests/monitoring checks
 every name they use exists on a real scrape. Label sets they rate (agent requests that fail to
@@ -133,6 +136,16 @@ class OperatorMetrics:
         self.leader = Gauge(
             "imagecache_operator_leader",
             "1 while this replica leads (holds the Lease, or runs without election), else 0",
+            registry=self.registry,
+        )
+        self.loop_lag = Gauge(
+            "imagecache_operator_loop_lag_seconds",
+            "How late the operator's event loop ran its last timer (a saturated process)",
+            registry=self.registry,
+        )
+        self.poll_stretch = Gauge(
+            "imagecache_operator_poll_stretch",
+            "Factor agent polls are spaced by (poll_interval times this) while the loop lags",
             registry=self.registry,
         )
         # Series that exist at 0 from the start, so the first request, failure or write is an

@@ -10,6 +10,8 @@ whose image's state changed, or that waited for this answer, are handed to `on_c
 whose progress alone moved (queue position, bytes) to `on_progress`.
 
 A failing agent is polled again with per-agent exponential backoff (the keyed `WorkQueue`).
+The interval is asked of `interval` at each scheduling: the loop's `controller.pace.PollPace`
+stretches it while the operator is saturated.
 """
 
 from __future__ import annotations
@@ -44,10 +46,11 @@ class AgentPoller(Generic[K]):
         backoff_cap: float,
         on_change: Callable[[set[K]], None],
         on_progress: Callable[[set[K]], None] | None = None,
+        interval: Callable[[], float] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._agents = agents
-        self._interval = poll_interval
+        self._interval_of = interval or (lambda: poll_interval)
         self._deadline = deadline
         self._on_change = on_change
         self._on_progress = on_progress or on_change
@@ -89,7 +92,7 @@ class AgentPoller(Generic[K]):
                     if last is None:
                         self._queue.add(item.endpoint)
                     elif item.endpoint not in self._inflight:
-                        self._queue.add_at(item.endpoint, last.started_at + self._interval)
+                        self._queue.add_at(item.endpoint, last.started_at + self._interval_of())
                 active.add(key)
 
     def unregister(self, key: K) -> None:
@@ -200,7 +203,7 @@ class AgentPoller(Generic[K]):
                 self._queue.add_rate_limited(endpoint, now=report.completed_at)
             else:
                 self._queue.forget(endpoint)
-                self._queue.add_at(endpoint, report.started_at + self._interval)
+                self._queue.add_at(endpoint, report.started_at + self._interval_of())
         elif not failed:
             self._queue.forget(endpoint)
         changed: set[K] = self._waiting.pop(endpoint, set())

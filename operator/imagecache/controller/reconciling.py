@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -190,12 +190,19 @@ class Reconciler:
         agents: AgentPort,
         monotonic: Callable[[], float] = time.monotonic,
         wallclock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        poll_interval: Callable[[], float] | None = None,
     ) -> None:
         self._settings = settings
+        self._poll_interval = poll_interval or (lambda: settings.poll_interval)
+        """The poll interval now (the loop's `controller.pace.PollPace` stretches it)."""
         self._agents = agents
         self._monotonic = monotonic
         self._wallclock = wallclock
         self._targets: dict[str, dict[str, TargetMemory]] = {}
+        self._serving: dict[str, Counter[str]] = {}
+        """Per request uid: the transfers its targets take from each peer (fan-out loads)."""
+        self._serving_total: Counter[str] = Counter()
+        """The sum of `_serving`: kept as it changes, so a plan never scans every request."""
         self._evicted: dict[str, set[str]] = {}
         self._tombstones: OrderedDict[str, None] = OrderedDict()
         self.puts_refused = 0
@@ -217,6 +224,7 @@ class Reconciler:
     def forget(self, uid: str) -> None:
         """The request is gone: drop its targets' schedules."""
         self._targets.pop(uid, None)
+        self._account(uid)
 
     def tombstone(self, uid: str) -> None:
         """The request is being deleted: never ``PUT`` its image again."""
@@ -238,6 +246,30 @@ class Reconciler:
         confirm: Confirm | None = None,
     ) -> Outcome:
         """The request's new status (against `live`) and its events; PUTs where needed."""
+        try:
+            return await self._reconcile(plan, reports, confirm)
+        finally:
+            self._account(plan.request.uid)
+
+    def _account(self, uid: str) -> None:
+        """Bring the request's share of the peers' loads up to date with its memories."""
+        serving: Counter[str] = Counter()
+        for memo in self._targets.get(uid, {}).values():
+            filling = memo.state is not None and memo.state.phase in ("Queued", "Caching")
+            if filling and memo.source not in (None, UPSTREAM):
+                serving[str(memo.source)] += 1
+        before = self._serving.pop(uid, Counter())
+        if serving:
+            self._serving[uid] = serving
+        if serving != before:
+            self._serving_total.subtract(before)
+            self._serving_total.update(serving)
+            for peer in [p for p, n in self._serving_total.items() if n <= 0]:
+                del self._serving_total[peer]
+
+    async def _reconcile(
+        self, plan: RequestPlan, reports: Mapping[str, AgentReport], confirm: Confirm | None
+    ) -> Outcome:
         request = plan.request
         live = request.status
         previous = _previous_entries(live, selector_form=request.selector_form)
@@ -293,7 +325,7 @@ class Reconciler:
             del memos[pod_uid]
         next_due = self._next_due(memos.values())
         if waiting_for_peer:  # fan-out: planned again once a poll may have freed a peer
-            retry = now + self._settings.poll_interval
+            retry = now + self._poll_interval()
             next_due = retry if next_due is None else min(next_due, retry)
         if needs:
             return Outcome(
@@ -332,7 +364,7 @@ class Reconciler:
         if memo.state is None:
             # A new target: an answer from a few polls ago is good enough to start from, and
             # so is any answer that completed after it asked (however late it is looked at).
-            recent = report.completed_at >= now - 2 * self._settings.poll_interval
+            recent = report.completed_at >= now - 2 * self._poll_interval()
             return not (recent or report.completed_at > memo.wanted_at)
         if memo.failures or _settled(memo.state):
             # A recheck or a retry: only an answer newer than the last look counts.
@@ -488,21 +520,14 @@ class Reconciler:
             views.append(TargetView(target.name, target.endpoint, observed, source))
         if not any(view.observed == "to_fill" for view in views):
             return {}
-        return plan_fanout(
-            targets=views, spec=fanout_spec(request.spec), loads=self._loads(request.uid)
-        )
+        loads = self._loads(request.uid, [view.endpoint for view in views])
+        return plan_fanout(targets=views, spec=fanout_spec(request.spec), loads=loads)
 
-    def _loads(self, uid: str) -> dict[str, int]:
-        """Transfers each peer serves for the other requests (only when a PUT is planned)."""
-        loads: dict[str, int] = {}
-        for request_uid, memos in self._targets.items():
-            if request_uid == uid:
-                continue
-            for memo in memos.values():
-                filling = memo.state is not None and memo.state.phase in ("Queued", "Caching")
-                if filling and memo.source not in (None, UPSTREAM):
-                    loads[str(memo.source)] = loads.get(str(memo.source), 0) + 1
-        return loads
+    def _loads(self, uid: str, endpoints: Iterable[str]) -> dict[str, int]:
+        """Transfers each of these peers serves for the other requests."""
+        own = self._serving.get(uid, Counter())
+        loads = {e: self._serving_total[e] - own[e] for e in endpoints if e in self._serving_total}
+        return {endpoint: load for endpoint, load in loads.items() if load > 0}
 
     def _contact_failed(
         self, memo: TargetMemory, kept: TargetState | None, error: AgentError, now: float

@@ -117,6 +117,20 @@ class OperatorSettings(BaseSettings):
         ge=0,
         description="Progress-only status changes are written at most this often per object.",
     )
+    queue_position_interval: float = Field(
+        default=30.0,
+        ge=0,
+        description="While a request is Queued, its progress-only changes (queue position) are "
+        "written at most this often per object: every image an agent finishes moves every "
+        "request queued behind it.",
+    )
+    max_poll_stretch: float = Field(
+        default=8.0,
+        ge=1,
+        description="While the operator's event loop lags (saturated), agent polls are spaced "
+        "up to this many poll intervals apart, so watch events and writes go first "
+        "(1: never stretched).",
+    )
     resync_interval: float = Field(
         default=600.0,
         gt=0,

@@ -64,10 +64,12 @@ def request_view(body: Mapping[str, Any]) -> RequestView:
 
 def _plain(value: Any) -> Any:
     """A deep plain-dict/list copy (kopf's bodies are live views)."""
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):  # the common case first: the ABC check below costs more
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
     return value
 
 

@@ -12,6 +12,7 @@ missing ones (an older agent, a Glance).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, Literal, TypedDict, cast
 
@@ -114,28 +115,49 @@ class WireError(ValueError):
     """A document that is not the wire contract's shape (names the first bad field)."""
 
 
+LISTING_LIMIT = 16 * 2**20
+"""The largest ``GET /v2/cache`` body read (about 80,000 entries): a bigger one is refused."""
+
+
+def load_listing(data: bytes) -> CacheListing:
+    """Parse and check a ``GET /v2/cache`` body (at most `LISTING_LIMIT` bytes, plain JSON:
+    no ``NaN``/``Infinity``); `WireError` for anything else."""
+    if len(data) > LISTING_LIMIT:
+        raise WireError(f"larger than {LISTING_LIMIT} bytes")
+    try:
+        document = json.loads(data, parse_constant=_no_constant)
+    except RecursionError as error:
+        raise WireError("nested too deep") from error
+    except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise WireError(f"not JSON: {str(error)[:120]}") from error
+    return parse_listing(document)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 _NUMBER_FIELDS = ("size", "bytes", "percent", "queue_position", "attempts", "hits")
 _TIME_FIELDS = ("queued_at", "started_at", "cached_at", "last_accessed", "last_modified")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+_STRING_FIELDS = ("error", "state", "checksum", "id")
+_NUMBER_TYPES = (int, float)  # exact types: a bool is not a number here
+_EXPECTED: dict[str, tuple[tuple[type, ...], str]] = {
+    **{name: (_NUMBER_TYPES, "not a number") for name in _NUMBER_FIELDS + _TIME_FIELDS},
+    **{name: ((str,), "not a string") for name in _STRING_FIELDS},
+}
+"""The type each field the operator reads must have when present and not null."""
 
 
 def _check_entry(entry: Any, where: str) -> None:
-    if not isinstance(entry, Mapping):
+    if not isinstance(entry, dict):
         raise WireError(f"{where}: not an object")
     image_id = entry.get("image_id")
-    if not isinstance(image_id, str) or not image_id:
+    if type(image_id) is not str or not image_id:
         raise WireError(f"{where}.image_id: not a non-empty string")
-    for name in _NUMBER_FIELDS + _TIME_FIELDS:
-        value = entry.get(name)
-        if value is not None and not _is_number(value):
-            raise WireError(f"{where}.{name}: not a number")
-    for name in ("error", "state", "checksum", "id"):
-        value = entry.get(name)
-        if value is not None and not isinstance(value, str):
-            raise WireError(f"{where}.{name}: not a string")
+    for name, value in entry.items():  # one pass over what is there, unknown keys skipped
+        expected = _EXPECTED.get(name)
+        if expected is not None and value is not None and type(value) not in expected[0]:
+            raise WireError(f"{where}.{name}: {expected[1]}")
 
 
 def parse_listing(document: Any) -> CacheListing:

@@ -4,7 +4,10 @@ The patch is always the merge patch from the object's *live* status (as the watc
 the computed one, so a lost write or someone else's edit is corrected on the next tick. A change
 of anything that matters to a reader (phase, reason, a condition's status or reason, the targets
 and their phases, the observed generation) is written at once; a progress-only change (bytes,
-percent, messages, queue position) at most every ``status_interval`` per object.
+percent, messages, queue position) at most every ``status_interval`` per object, and while the
+request stays ``Queued`` at most every ``queue_position_interval`` (`progress_interval`): each
+image an agent finishes moves the position of every request queued behind it, so a drain of
+a queue of n would otherwise cost on the order of n² writes.
 """
 
 from __future__ import annotations
@@ -43,12 +46,21 @@ def significant(status: Mapping[str, Any]) -> dict[str, Any]:
 class WriteDecision:
     """The merge patch to send now (empty: nothing to write yet), and whether it is urgent.
 
-    `deferred` is True when a progress-only change waits for ``status_interval`` to pass.
+    `deferred` is True when a progress-only change waits for its interval to pass.
     """
 
     patch: dict[str, Any]
     urgent: bool = False
     deferred: bool = False
+
+
+def progress_interval(
+    status: Mapping[str, Any], *, status_interval: float, queue_position_interval: float
+) -> float:
+    """How long a progress-only change of a request with this status waits after a write."""
+    if status.get("phase") == "Queued":
+        return max(status_interval, queue_position_interval)
+    return status_interval
 
 
 def decide_write(
@@ -57,14 +69,15 @@ def decide_write(
     new: Mapping[str, Any],
     last_write_at: float | None,
     now: float,
-    status_interval: float,
+    interval: float,
 ) -> WriteDecision:
-    """The patch to send this tick: at once for a significant change, else once per interval."""
+    """The patch to send this tick: at once for a significant change, else once per `interval`
+    (`progress_interval` of the live status)."""
     patch = merge_patch(old=live, new=new)
     if not patch:
         return WriteDecision(patch={})
     if significant(live) != significant(new):
         return WriteDecision(patch=patch, urgent=True)
-    if last_write_at is None or now - last_write_at >= status_interval:
+    if last_write_at is None or now - last_write_at >= interval:
         return WriteDecision(patch=patch)
     return WriteDecision(patch={}, deferred=True)
