@@ -14,15 +14,6 @@ stamp_value="$(cat "$0" "$constraints" | sha256sum | cut -d' ' -f1)"
 stamp="$venv/.imagecache-stamp"
 start=$(date +%s)
 
-# One build at a time (pytest-xdist workers, or several checkouts, may all ask at once): the
-# others wait, bounded, and then find the stamp.
-mkdir -p "$(dirname "$venv")"
-exec 9>"$venv.lock"
-if ! flock --wait 1100 9; then
-  echo "openstack venv: another build still holds $venv.lock after 1100 s" >&2
-  exit 1
-fi
-
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$stamp_value" ]; then
   echo "openstack venv: up to date in $(( $(date +%s) - start )) s" >&2
   echo "$venv"

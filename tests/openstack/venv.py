@@ -2,11 +2,17 @@
 
 The venv lives outside the repository and is built by `.ci/openstack-venv.sh`, which is a
 no-op once built. This module only runs that script and names the programs inside the venv.
+Under pytest-xdist every worker collects, so every worker asks for the venv: the script runs
+under an exclusive lock on itself (bounded wait), so one builds and the others find it built.
 """
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,16 +47,38 @@ class OpenStackVenv:
         return found[0]
 
 
+@contextmanager
+def one_build_at_a_time(within: float) -> Iterator[None]:
+    """Hold an exclusive lock on the build script; wait for it at most `within` seconds."""
+    with BUILD_SCRIPT.open("rb") as script:
+        deadline = time.monotonic() + within
+        while True:
+            try:
+                fcntl.flock(script, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise VenvUnavailable(
+                        f"another process held {BUILD_SCRIPT} for over {within:g}s"
+                    ) from None
+                time.sleep(0.5)  # polling a lock another process holds; bounded above
+        try:
+            yield
+        finally:
+            fcntl.flock(script, fcntl.LOCK_UN)
+
+
 def build_venv() -> OpenStackVenv:
     """Run the build script (a no-op when the venv is up to date) and return the venv."""
     try:
-        done = subprocess.run(
-            ["bash", str(BUILD_SCRIPT)],
-            capture_output=True,
-            text=True,
-            timeout=BUILD_TIMEOUT,
-            check=False,
-        )
+        with one_build_at_a_time(BUILD_TIMEOUT):
+            done = subprocess.run(
+                ["bash", str(BUILD_SCRIPT)],
+                capture_output=True,
+                text=True,
+                timeout=BUILD_TIMEOUT,
+                check=False,
+            )
     except (OSError, subprocess.TimeoutExpired) as error:
         raise VenvUnavailable(f"{BUILD_SCRIPT} did not finish: {error}") from error
     if done.returncode != 0:
