@@ -192,8 +192,9 @@ class World:
     The fake watch delivers every write back to the loop at once, unless `lag` holds it.
     """
 
-    def __init__(self, *, reads: bool = False, **settings: Any) -> None:
-        self.clock, self.agents, self.writes = FakeClock(), FakeAgents(), FakeWrites()
+    def __init__(self, *, reads: bool = False, agents: Any = None, **settings: Any) -> None:
+        self.clock, self.writes = FakeClock(), FakeWrites()
+        self.agents = agents if agents is not None else FakeAgents()
         self.settings = loop_settings(**settings)
         self.reads = FakeReads(self) if reads else None
         self.api_pods: dict[str, PodInfo] = {"p": pod()}

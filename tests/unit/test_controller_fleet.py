@@ -12,6 +12,7 @@ re-PUTs (404: forgotten); the resync forgets requests and pods deleted during a 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from typing import Any
 
 from imagecache.controller.reconciling import Reconciler
@@ -193,3 +194,69 @@ def test_the_reconciler_remembers_tombstones_boundedly() -> None:
     reconciler: Reconciler = world.reconciler
     reconciler.tombstone("u1")
     assert reconciler.deleted("u1") and not reconciler.deleted("u2")
+
+
+class _PerAgentListings:
+    """Agents with listings of their own (by endpoint): a PUT queues the image there."""
+
+    def __init__(self, cached: dict[str, set[str]]) -> None:
+        self.cached = cached
+        self.queued: dict[str, list[str]] = {}
+        self.sources: dict[str, str | None] = {}
+
+    async def put_image(
+        self, endpoint: str, image: str, *, source: str | None = None, **_: Any
+    ) -> int:
+        self.queued.setdefault(endpoint, []).append(image)
+        self.sources[endpoint] = source
+        return 202
+
+    async def delete_image(self, endpoint: str, image: str, **_: Any) -> int:
+        return 204
+
+    async def cache_report(self, endpoint: str, **_: Any) -> CacheListing:
+        await asyncio.sleep(0)
+        cached = [{"image_id": i, "size": 1} for i in sorted(self.cached.get(endpoint, set()))]
+        return {"cached_images": cached, "queued_images": list(self.queued.get(endpoint, []))}
+
+    def finish(self, endpoint: str) -> None:
+        self.cached.setdefault(endpoint, set()).update(self.queued.pop(endpoint, []))
+
+
+async def test_a_peer_s_load_from_one_request_limits_another_and_is_released() -> None:
+    """Fan-out loads count across requests: a peer serving one request's transfer has no slot
+    for another's (width 1) until that transfer ends, and the load is released on delete."""
+    peer, b, c = (f"http://10.0.0.{n}:9292" for n in (1, 2, 3))
+    agents = _PerAgentListings({peer: {"img"}})
+    world = World(agents=agents)
+    world.set_pods(
+        [
+            dataclasses.replace(pod(name, ip), labels={"app": "glance", "group": group})
+            for name, ip, group in (
+                ("a", "10.0.0.1", "both"),
+                ("b", "10.0.0.2", "one"),
+                ("c", "10.0.0.3", "two"),
+            )
+        ]
+    )
+
+    def spec(group: str) -> dict[str, Any]:
+        values = ["both", group]
+        selector = {"matchExpressions": [{"key": "group", "operator": "In", "values": values}]}
+        return {"image": "img", "podSelector": selector, "fanout": {"width": 1}}
+
+    world.add("one", spec("one"))  # targets a (holds the image) and b
+    await world.tick()
+    await world.tick()
+    assert agents.sources.get(b) == peer  # b fills from a: a's one slot is taken
+    world.add("two", spec("two"))  # targets a and c
+    await world.tick()
+    await world.tick()
+    assert c not in agents.queued  # waits: a serves one's transfer
+    assert world.status("two")["targets"][1]["reason"] == "WaitingForPeer"
+    deleted = world.body("one")
+    world.writes.objects.pop(("ns", "one"))
+    world.loop.observe_request("DELETED", deleted)
+    await world.tick()
+    await world.tick()
+    assert agents.sources.get(c) == peer  # the deleted request's load is gone
