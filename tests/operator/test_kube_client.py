@@ -193,10 +193,15 @@ async def tls_server(tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
 
 
 async def test_client_key_data_is_used_from_memory_not_from_disk(
-    tls_server: dict[str, Any],
+    tls_server: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import base64
 
+    # A temporary directory of this test's own: what other tests (or other pytest-xdist
+    # workers) create in the shared one at the same time is none of this test's business.
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))
     before = set(os.listdir(tempfile.gettempdir()))
     memory = MemoryFiles()
     info = kopf.ConnectionInfo(
