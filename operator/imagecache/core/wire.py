@@ -12,9 +12,10 @@ missing ones (an older agent, a Glance).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, Literal, TypedDict, cast
+
+from imagecache.core.strict_json import JsonTooDeep, strict_loads
 
 SOURCE_HEADER = "X-Image-Cache-Source"
 """On ``PUT /v2/cache/{id}`` from the operator: the base URL of the peer agent to fill from."""
@@ -125,16 +126,12 @@ def load_listing(data: bytes) -> CacheListing:
     if len(data) > LISTING_LIMIT:
         raise WireError(f"larger than {LISTING_LIMIT} bytes")
     try:
-        document = json.loads(data, parse_constant=_no_constant)
-    except RecursionError as error:
+        document = strict_loads(data)
+    except JsonTooDeep as error:
         raise WireError("nested too deep") from error
     except ValueError as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise WireError(f"not JSON: {str(error)[:120]}") from error
     return parse_listing(document)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 _NUMBER_FIELDS = ("size", "bytes", "percent", "queue_position", "attempts", "hits")

@@ -9,10 +9,10 @@ document that parses but later breaks ``json.dumps`` when it is passed on.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from imagecache.agent.upstream.port import METADATA_LIMIT, BadUpstreamAnswer
+from imagecache.core.strict_json import JsonTooDeep, strict_loads
 
 MAX_DEPTH = 32  # Glance's documents nest 3 deep; properties a few more
 
@@ -24,8 +24,8 @@ def load_document(data: bytes | str, *, source: str) -> Any:
             f"{source} is larger than {METADATA_LIMIT} bytes", reason="metadata_too_large"
         )
     try:
-        doc = json.loads(data, parse_constant=_no_constant)
-    except RecursionError as error:
+        doc = strict_loads(data)
+    except JsonTooDeep as error:
         raise _too_deep(source) from error
     except ValueError as error:
         raise BadUpstreamAnswer(
@@ -34,10 +34,6 @@ def load_document(data: bytes | str, *, source: str) -> Any:
     if _deeper_than(doc, MAX_DEPTH):
         raise _too_deep(source)
     return doc
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
 
 
 def _too_deep(source: str) -> BadUpstreamAnswer:
