@@ -44,6 +44,7 @@ import yaml
 from imagecache.agent.keystone import Outcome, PendingChecks, Verdict, VerdictCache
 from imagecache.agent.token_file import TokenFile
 from imagecache.core.podtokens import MAX_TOKEN_BYTES, judge_review, token_expiry
+from imagecache.http_bodies import BodyTooLarge, read_bounded
 
 log = logging.getLogger("imagecache.agent.token_review")
 
@@ -203,11 +204,9 @@ class TokenReviews:
             ) as response:
                 if response.status not in (200, 201):
                     raise TokenReviewError(f"TokenReview answered {response.status}")
-                raw = bytearray()
-                async for chunk in response.content.iter_chunked(16 * 1024):
-                    raw += chunk
-                    if len(raw) > MAX_ANSWER_BYTES:
-                        raise TokenReviewError("TokenReview answer too large")
+                raw = await read_bounded(response, MAX_ANSWER_BYTES)
+        except BodyTooLarge as error:
+            raise TokenReviewError("TokenReview answer too large") from error
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
             raise TokenReviewError(f"TokenReview failed: {error!r}") from error
         try:

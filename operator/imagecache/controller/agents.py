@@ -36,25 +36,7 @@ from imagecache.core.wire import (
     WireError,
     load_listing,
 )
-
-
-class _TooLarge(ValueError):
-    """An agent's answer is longer than the caller reads."""
-
-
-async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body, refused (`_TooLarge`) beyond `limit` bytes, declared or streamed."""
-    declared = response.content_length
-    if declared is not None and declared > limit:
-        raise _TooLarge(f"answer of {declared} bytes (at most {limit} read)")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge(f"answer longer than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+from imagecache.http_bodies import read_bounded
 
 
 class AgentPort(Protocol):
@@ -197,7 +179,7 @@ class HttpAgents:
                         endpoint=endpoint,
                         status=response.status,
                     )
-                body = await _read_bounded(response, read_limit) if read_limit else b""
+                body = await read_bounded(response, read_limit) if read_limit else b""
                 return response.status, body
         except AgentError:
             raise

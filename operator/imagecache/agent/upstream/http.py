@@ -38,6 +38,7 @@ from imagecache.agent.upstream.port import (
     image_meta,
 )
 from imagecache.core.ids import is_uuid, is_valid_image_id
+from imagecache.http_bodies import BodyTooLarge, read_bounded
 
 IDENTITY = {"Accept-Encoding": "identity"}
 VALIDATOR_LIMIT = 256  # characters: the longest ETag or Last-Modified kept for If-Range
@@ -380,17 +381,13 @@ class GlanceUpstream(_HttpBase):
 
 async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
     """The whole body, or `BadUpstreamAnswer` as soon as it is known to exceed `limit`."""
-    too_large = BadUpstreamAnswer(
-        f"upstream metadata document is larger than {limit} bytes", reason="metadata_too_large"
-    )
-    if response.content_length is not None and response.content_length > limit:
-        raise too_large
-    body = bytearray()
-    while piece := await response.content.read(limit + 1 - len(body)):
-        body += piece
-        if len(body) > limit:
-            raise too_large
-    return bytes(body)
+    try:
+        return await read_bounded(response, limit)
+    except BodyTooLarge as error:
+        raise BadUpstreamAnswer(
+            f"upstream metadata document is larger than {limit} bytes",
+            reason="metadata_too_large",
+        ) from error
 
 
 def _md5_header(value: str | None) -> str | None:
