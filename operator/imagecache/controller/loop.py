@@ -48,7 +48,6 @@ from imagecache.controller.settings import OperatorSettings
 from imagecache.core.correlation import EventCorrelator
 from imagecache.core.expectations import WriteExpectations, Written
 from imagecache.core.observed import Observed, RequestKey
-from imagecache.core.pace import PacePolicy
 from imagecache.core.planning import RequestView, plan_request, request_view
 from imagecache.core.status import Event
 from imagecache.core.targets import pod_info
@@ -83,9 +82,7 @@ class ReconcileLoop:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._settings = settings
-        self.pace = pace or PollPace(
-            settings.poll_interval, policy=PacePolicy(cap=settings.max_poll_stretch)
-        )
+        self.pace = pace or PollPace.from_settings(settings)
         metrics.loop_lag.set_function(lambda: self.pace.lag)
         metrics.poll_stretch.set_function(lambda: self.pace.stretch)
         self._reconciler = reconciler

@@ -55,7 +55,6 @@ from imagecache.controller.settings import (
     lease_identity,
     parse_settings,
 )
-from imagecache.core.pace import PacePolicy
 
 logger = logging.getLogger("imagecache.controller")
 
@@ -142,7 +141,7 @@ async def _run(
         metrics=metrics,
     )
     async with api, agents:
-        pace = PollPace(settings.poll_interval, policy=PacePolicy(cap=settings.max_poll_stretch))
+        pace = PollPace.from_settings(settings)
         reconciler = Reconciler(
             settings=settings, agents=agents, poll_interval=lambda: pace.interval
         )

@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from imagecache.controller.settings import OperatorSettings
 from imagecache.core.pace import PacePolicy, next_stretch
 
 SAMPLE_PERIOD = 0.1
@@ -51,3 +52,8 @@ class PollPace:
             before = self._monotonic()
             await asyncio.sleep(SAMPLE_PERIOD)
             self.observe(max(0.0, self._monotonic() - before - SAMPLE_PERIOD))
+
+    @classmethod
+    def from_settings(cls, settings: OperatorSettings) -> PollPace:
+        """The pace of ``poll_interval``, stretched at most ``max_poll_stretch`` times."""
+        return cls(settings.poll_interval, policy=PacePolicy(cap=settings.max_poll_stretch))
