@@ -42,7 +42,7 @@ from aiohttp import web
 from common import REPO, AgentProcess, free_port, machine, parse_size  # isort: skip
 
 from tests.kube.emulator import run_emulator
-from tests.operator.harness import ICR, request_body
+from tests.operator.harness import ICR, create_agent_pod, request_body
 
 TOKEN = "bench-fleet-token"
 OPERATOR_TOKEN = "bench-fleet-operator"
@@ -186,13 +186,7 @@ async def for_pods(
             await asyncio.to_thread(agent.start, 120.0)
         async with run_emulator(workdir=root / f"kube-{pods}") as kube:
             for n, agent in enumerate(agents):
-                await kube.client.create_pod(
-                    "default",
-                    f"glance-{n}",
-                    ip=agent.host,
-                    labels=LABELS,
-                    annotations={"imagecache.dev/port": str(agent.port)},
-                )
+                await create_agent_pod(kube, f"glance-{n}", agent, labels=LABELS)
             env = {
                 **os.environ,
                 "KUBECONFIG": str(kube.kubeconfig_for(OPERATOR_TOKEN)),

@@ -48,7 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.append(str(REPO))  # the repository root, for tests.kube and tests.operator
 
 from tests.kube.emulator import run_emulator  # noqa: E402
-from tests.operator.harness import ICR, AgentPool, request_body  # noqa: E402
+from tests.operator.harness import ICR, AgentPool, create_agent_pod, request_body  # noqa: E402
 from tests.support.agents import AgentProcess, free_port  # noqa: E402
 
 TOKEN = "bench-token"
@@ -395,12 +395,7 @@ async def through_operator(
     """
     async with run_emulator(workdir=root / "kube") as kube:
         for n, agent in enumerate(agents):
-            await kube.client.create_pod(
-                "default",
-                f"agent-{n}",
-                ip=agent.host,
-                annotations={"imagecache.dev/port": str(agent.port)},
-            )
+            await create_agent_pod(kube, f"agent-{n}", agent)
         metrics_port = free_port()
         env = {
             **os.environ,

@@ -23,6 +23,7 @@ from tests.operator.harness import (
     TOKEN,
     AgentPool,
     RunningOperator,
+    create_agent_pod,
     request_body,
     start_operator,
 )
@@ -125,12 +126,7 @@ async def monitored_fleet(
                 what=f"Prometheus scraping all {targets} targets",
             )
             for agent, pod in zip(started, pods, strict=True):
-                await kube.client.create_pod(
-                    "default",
-                    pod,
-                    ip=agent.host,
-                    annotations={"imagecache.dev/port": str(agent.port)},
-                )
+                await create_agent_pod(kube, pod, agent)
             yield Fleet(
                 kube=kube,
                 upstream=upstream,

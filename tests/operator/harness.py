@@ -19,7 +19,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import kopf
 
@@ -31,6 +31,8 @@ from tests.support.agents import AgentProcess
 
 ICR = "imagecache.dev/v1alpha1/imagecacherequests"
 TOKEN = "operator-secret-token"
+PORT_ANNOTATION = "imagecache.dev/port"
+"""The pod annotation that tells the operator its agent's port."""
 
 # Short schedules so every scenario settles in seconds.
 FAST = {
@@ -278,3 +280,33 @@ def has_event(kind: str, reason: str) -> Callable[[list[dict[str, Any]]], bool]:
 def phase(expected: str, reason: str | None = None) -> Callable[[dict[str, Any]], bool]:
     """A predicate: the status has this phase (and reason)."""
     return lambda s: s.get("phase") == expected and (reason is None or s.get("reason") == reason)
+
+
+class Listening(Protocol):
+    """Anything at an address and port: an agent process, a recording listener."""
+
+    @property
+    def host(self) -> str: ...
+
+    @property
+    def port(self) -> int: ...
+
+
+async def create_agent_pod(
+    kube: Emulator,
+    name: str,
+    agent: Listening,
+    *,
+    namespace: str = "default",
+    labels: Mapping[str, str] | None = None,
+    ready: bool | None = None,
+) -> dict[str, Any]:
+    """A Running pod whose IP and `PORT_ANNOTATION` lead to `agent` (Ready unless told)."""
+    return await kube.client.create_pod(
+        namespace,
+        name,
+        ip=agent.host,
+        labels=labels,
+        ready=ready,
+        annotations={PORT_ANNOTATION: str(agent.port)},
+    )

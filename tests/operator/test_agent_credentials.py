@@ -24,6 +24,7 @@ from aiohttp import web
 from tests.kube.emulator import Emulator
 from tests.operator.harness import (
     ICR,
+    create_agent_pod,
     image_bytes,
     image_id,
     request_body,
@@ -112,13 +113,7 @@ async def test_a_token_stolen_by_a_matched_pod_works_nowhere_else(
         labels=labels,
         annotations={"imagecache.dev/port": str(agent_port)},
     )
-    await kube.client.create_pod(
-        NS,
-        "thief",
-        ip=recorder.host,
-        labels=labels,
-        annotations={"imagecache.dev/port": str(recorder.port)},
-    )
+    await create_agent_pod(kube, "thief", recorder, namespace=NS, labels=labels)
     agent = AgentProcess(
         cache_dir=tmp_path / "agent" / "cache",
         upstream=upstream.upstream,
@@ -174,9 +169,7 @@ async def test_a_token_stolen_by_a_matched_pod_works_nowhere_else(
 async def test_a_refused_token_request_is_the_targets_reason(
     kube: Emulator, recorder: Recorder
 ) -> None:
-    await kube.client.create_pod(
-        NS, "glance-0", ip=recorder.host, annotations={"imagecache.dev/port": str(recorder.port)}
-    )
+    await create_agent_pod(kube, "glance-0", recorder, namespace=NS)
     # No service account: every TokenRequest is answered 404.
     running = await start_operator(kube, token_file=None, **SETTINGS)
     try:

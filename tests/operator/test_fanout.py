@@ -26,6 +26,7 @@ from tests.operator.harness import (
     AgentPool,
     RunningOperator,
     cached_file,
+    create_agent_pod,
     image_bytes,
     image_id,
     request_body,
@@ -45,13 +46,7 @@ async def _fleet(kube: Emulator, agents: AgentPool) -> list[Any]:
         agents.start(n, extra_args=["--peer-networks", "127.0.0.0/8"]) for n in range(2, 2 + PODS)
     ]
     for n, agent in enumerate(pool):
-        await kube.client.create_pod(
-            "default",
-            f"glance-{n}",
-            ip=agent.host,
-            labels=LABELS,
-            annotations={"imagecache.dev/port": str(agent.port)},
-        )
+        await create_agent_pod(kube, f"glance-{n}", agent, labels=LABELS)
     return pool
 
 
@@ -224,13 +219,7 @@ async def test_a_stolen_peer_token_reads_that_peer_s_cache_and_nothing_else(
     upstream.add(image, data)
     pool = await _per_pod_agents(kube, tmp_path, upstream, 2)
     async with PeerTokenThief("127.0.0.9") as thief:
-        await kube.client.create_pod(
-            "default",
-            "thief",
-            ip=thief.host,
-            labels=LABELS,
-            annotations={"imagecache.dev/port": str(thief.port)},
-        )
+        await create_agent_pod(kube, "thief", thief, labels=LABELS)
         running = await start_operator(
             kube, token_file=None, service_account_namespace="default", **PER_POD
         )

@@ -23,6 +23,7 @@ from aiohttp import web
 from tests.kube.emulator import Emulator
 from tests.operator.harness import (
     ICR,
+    PORT_ANNOTATION,
     AgentPool,
     agent_delete,
     agent_has,
@@ -35,8 +36,6 @@ from tests.operator.harness import (
     wait_until,
 )
 from tests.support.upstreams import HttpFileServer
-
-PORT_ANNOTATION = "imagecache.dev/port"
 
 
 def _condition(status: dict[str, object], kind: str) -> dict[str, object]:

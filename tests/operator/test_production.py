@@ -25,6 +25,7 @@ from tests.operator.harness import (
     ICR,
     AgentPool,
     RunningOperator,
+    create_agent_pod,
     events_until,
     image_bytes,
     image_id,
@@ -56,9 +57,7 @@ def _condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
 
 async def _pod_with_agent(kube: Emulator, agents: AgentPool, index: int, name: str) -> Any:
     agent = agents.start(index)
-    await kube.client.create_pod(
-        "default", name, ip=agent.host, annotations={"imagecache.dev/port": str(agent.port)}
-    )
+    await create_agent_pod(kube, name, agent)
     return agent
 
 
@@ -181,13 +180,7 @@ async def test_a_pod_that_is_not_ready_is_not_asked(
     image = image_id(940)
     upstream.add(image, image_bytes("ready", 32 * 1024))
     agent = agents.start(2)
-    await kube.client.create_pod(
-        "default",
-        "glance-0",
-        ip=agent.host,
-        ready=False,
-        annotations={"imagecache.dev/port": str(agent.port)},
-    )
+    await create_agent_pod(kube, "glance-0", agent, ready=False)
     await kube.client.create(ICR, request_body("req", image, pod="glance-0"))
     await wait_for_status(kube, "req", phase("Pending", "PodNotReady"))
     ticks = _sample(operator, "imagecache_operator_loop_ticks_total")

@@ -28,6 +28,7 @@ from tests.operator.harness import (
     AgentPool,
     RunningOperator,
     agent_has,
+    create_agent_pod,
     image_bytes,
     image_id,
     phase,
@@ -121,12 +122,7 @@ async def test_operator_killed_mid_flight_then_restarted(
         upstream.add(image, image_bytes(f"restart-{n}", 256 * 1024))
         upstream.faults[image] = Faults(stall_after=64 * 1024, stall_seconds=30)
     for n, agent in enumerate(pool):
-        await kube.client.create_pod(
-            "default",
-            f"glance-{n}",
-            ip=agent.host,
-            annotations={"imagecache.dev/port": str(agent.port)},
-        )
+        await create_agent_pod(kube, f"glance-{n}", agent)
     operator_process.start()
     await wait_until(operator_process.healthy, within=30, what="operator /healthz")
     for n, image in enumerate(images[:3]):
@@ -195,12 +191,8 @@ async def test_kubectl_apply_and_wait_on_the_examples(
         upstream.add(image, (images_dir / image).read_bytes())
     for n in range(2):
         agent = agents.start(2 + n)
-        await kube.client.create_pod(
-            "openstack",
-            f"glance-api-{n}",
-            ip=agent.host,
-            labels={"app": "glance-api"},
-            annotations={"imagecache.dev/port": str(agent.port)},
+        await create_agent_pod(
+            kube, f"glance-api-{n}", agent, namespace="openstack", labels={"app": "glance-api"}
         )
     env = {**os.environ, **kube.env}
 

@@ -16,6 +16,7 @@ from tests.operator.harness import (
     AgentPool,
     RunningOperator,
     agent_has,
+    create_agent_pod,
     image_bytes,
     image_id,
     request_body,
@@ -37,21 +38,9 @@ async def test_selector_fans_out_and_follows_pods(
     upstream.add(image, image_bytes("selector", 32 * 1024))
     pool = [agents.start(n) for n in (2, 3, 4, 5, 6)]
     for n, agent in enumerate(pool[:3]):
-        await kube.client.create_pod(
-            "default",
-            f"glance-{n}",
-            ip=agent.host,
-            labels=LABELS,
-            annotations={"imagecache.dev/port": str(agent.port)},
-        )
+        await create_agent_pod(kube, f"glance-{n}", agent, labels=LABELS)
     other = pool[4]
-    await kube.client.create_pod(
-        "default",
-        "other",
-        ip=other.host,
-        labels={"app": "nova"},
-        annotations={"imagecache.dev/port": str(other.port)},
-    )
+    await create_agent_pod(kube, "other", other, labels={"app": "nova"})
     await kube.client.create(ICR, request_body("req", image, selector={"matchLabels": LABELS}))
     status = await wait_for_status(kube, "req", _all_cached(3))
     assert status["summary"] == {"total": 3, "queued": 0, "caching": 0, "cached": 3, "failed": 0}
@@ -63,13 +52,7 @@ async def test_selector_fans_out_and_follows_pods(
     assert not await asyncio.to_thread(agent_has, other, image)
 
     late = pool[3]
-    await kube.client.create_pod(
-        "default",
-        "glance-3",
-        ip=late.host,
-        labels=LABELS,
-        annotations={"imagecache.dev/port": str(late.port)},
-    )
+    await create_agent_pod(kube, "glance-3", late, labels=LABELS)
     status = await wait_for_status(kube, "req", _all_cached(4))
     assert await asyncio.to_thread(agent_has, late, image)
 
@@ -88,24 +71,12 @@ async def test_selector_fails_when_one_target_fails_and_the_rest_are_done(
     image = image_id(71)
     upstream.add(image, image_bytes("mixed", 16 * 1024))
     good = agents.start(2)
-    await kube.client.create_pod(
-        "default",
-        "glance-0",
-        ip=good.host,
-        labels=LABELS,
-        annotations={"imagecache.dev/port": str(good.port)},
-    )
+    await create_agent_pod(kube, "glance-0", good, labels=LABELS)
     # A second "agent" whose upstream is empty: every image is unknown there.
     empty_dir = tmp_path / "empty-upstream"
     empty_dir.mkdir()
     empty = agents.start(3, upstream=f"file://{empty_dir}")
-    await kube.client.create_pod(
-        "default",
-        "glance-1",
-        ip=empty.host,
-        labels=LABELS,
-        annotations={"imagecache.dev/port": str(empty.port)},
-    )
+    await create_agent_pod(kube, "glance-1", empty, labels=LABELS)
     await kube.client.create(ICR, request_body("req", image, selector={"matchLabels": LABELS}))
     status = await wait_for_status(kube, "req", lambda s: s.get("phase") == "Failed")
     assert status["summary"]["cached"] == 1 and status["summary"]["failed"] == 1

@@ -16,6 +16,7 @@ from pathlib import Path
 from tests.kube.emulator import Emulator
 from tests.operator.harness import (
     ICR,
+    PORT_ANNOTATION,
     TOKEN,
     AgentPool,
     RunningOperator,
@@ -23,6 +24,7 @@ from tests.operator.harness import (
     agent_get,
     agent_has,
     cached_file,
+    create_agent_pod,
     events_until,
     has_event,
     image_bytes,
@@ -44,9 +46,7 @@ async def test_queued_caching_cached_with_progress(
     upstream.add(image, data)
     upstream.faults[image] = Faults(stall_after=200 * 1024, stall_seconds=20)
     agent = agents.start(2)
-    await kube.client.create_pod(
-        "default", "glance-0", ip=agent.host, annotations={"imagecache.dev/port": str(agent.port)}
-    )
+    await create_agent_pod(kube, "glance-0", agent)
     await kube.client.create(ICR, request_body("req", image, pod="glance-0"))
 
     seen: list[dict] = []
@@ -98,9 +98,7 @@ async def test_several_requests_share_one_poll_per_interval(
     images = [image_id(10 + n) for n in range(6)]
     for n, image in enumerate(images):
         upstream.add(image, image_bytes(f"many-{n}", 64 * 1024))
-    await kube.client.create_pod(
-        "default", "glance-0", ip=agent.host, annotations={"imagecache.dev/port": str(agent.port)}
-    )
+    await create_agent_pod(kube, "glance-0", agent)
     started = time.monotonic()
     for n, image in enumerate(images):
         await kube.client.create(ICR, request_body(f"req-{n}", image, pod="glance-0"))
@@ -219,12 +217,11 @@ async def test_replaced_pod_is_recached_on_the_new_one(
     data = image_bytes("replace", 32 * 1024)
     upstream.add(image, data)
     old, new = agents.start(2), agents.start(3)
-    port_note = {"imagecache.dev/port": str(old.port)}
-    await kube.client.create_pod("default", "glance-0", ip=old.host, annotations=port_note)
+    await create_agent_pod(kube, "glance-0", old)
     await kube.client.create(ICR, request_body("req", image, pod="glance-0"))
     before = await wait_for_status(kube, "req", phase("Cached"))
     await kube.client.replace_pod(
-        "default", "glance-0", ip=new.host, annotations={"imagecache.dev/port": str(new.port)}
+        "default", "glance-0", ip=new.host, annotations={PORT_ANNOTATION: str(new.port)}
     )
     after = await wait_for_status(
         kube, "req", lambda s: s.get("phase") == "Cached" and s["target"]["podIP"] == new.host
