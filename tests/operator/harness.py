@@ -22,12 +22,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import kopf
+from aiohttp import web
 
 from imagecache.controller.main import run_operator
 from imagecache.controller.metrics import OperatorMetrics
 from imagecache.controller.settings import OperatorSettings
 from tests.kube.emulator import Emulator
-from tests.support.agents import AgentProcess
+from tests.support.agents import AgentProcess, free_port
 
 ICR = "imagecache.dev/v1alpha1/imagecacherequests"
 TOKEN = "operator-secret-token"
@@ -310,3 +311,36 @@ async def create_agent_pod(
         ready=ready,
         annotations={PORT_ANNOTATION: str(agent.port)},
     )
+
+
+class HeaderRecorder:
+    """A listener posing as an empty agent (``GET`` answers an empty listing, anything else
+    202) that keeps the headers of every request it gets: what a pod a selector matches could
+    steal. Use as an async context manager."""
+
+    def __init__(self, host: str) -> None:
+        self.host, self.port = host, free_port(host)
+        self.headers: list[dict[str, str]] = []
+        self._runner: web.AppRunner | None = None
+
+    def values(self, name: str) -> list[str]:
+        """Every value of header `name` received, in order."""
+        return [got[name] for got in self.headers if name in got]
+
+    async def _any(self, request: web.Request) -> web.StreamResponse:
+        self.headers.append(dict(request.headers))
+        if request.method == "GET":
+            return web.json_response({"cached_images": [], "queued_images": []})
+        return web.Response(status=202)
+
+    async def __aenter__(self) -> HeaderRecorder:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._any)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port).start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._runner is not None
+        await self._runner.cleanup()

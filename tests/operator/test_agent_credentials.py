@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from tests.kube.emulator import Emulator
 from tests.operator.harness import (
     ICR,
+    HeaderRecorder,
     create_agent_pod,
     image_bytes,
     image_id,
@@ -44,38 +44,9 @@ SETTINGS = {
 }
 
 
-class Recorder:
-    """A listener posing as an agent: answers like an empty one, keeps every header it got."""
-
-    def __init__(self, host: str) -> None:
-        self.host, self.port = host, free_port(host)
-        self.tokens: list[str] = []
-        self._runner: web.AppRunner | None = None
-
-    async def _any(self, request: web.Request) -> web.StreamResponse:
-        token = request.headers.get("X-Auth-Token")
-        if token:
-            self.tokens.append(token)
-        if request.method == "GET":
-            return web.json_response({"cached_images": [], "queued_images": []})
-        return web.Response(status=202)
-
-    async def __aenter__(self) -> Recorder:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._any)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
-
-
 @pytest.fixture
-async def recorder() -> AsyncIterator[Recorder]:
-    async with Recorder("127.0.0.3") as listener:
+async def recorder() -> AsyncIterator[HeaderRecorder]:
+    async with HeaderRecorder("127.0.0.3") as listener:
         yield listener
 
 
@@ -98,7 +69,7 @@ def _target(status: dict[str, Any], pod: str) -> dict[str, Any]:
 
 
 async def test_a_token_stolen_by_a_matched_pod_works_nowhere_else(
-    kube: Emulator, tmp_path: Path, upstream: HttpFileServer, recorder: Recorder
+    kube: Emulator, tmp_path: Path, upstream: HttpFileServer, recorder: HeaderRecorder
 ) -> None:
     await _account(kube)
     image = image_id(140)
@@ -143,12 +114,14 @@ async def test_a_token_stolen_by_a_matched_pod_works_nowhere_else(
         status = await wait_for_status(
             kube, "fleet", lambda s: _target(s, "glance-0").get("phase") == "Cached"
         )
-        await wait_until(lambda: recorder.tokens, within=10, what="the thief got a token")
+        await wait_until(
+            lambda: recorder.values("X-Auth-Token"), within=10, what="the thief got a token"
+        )
         requests_before = kube.mock.tokens.issued
         await asyncio.sleep(1.0)  # a few more polls: tokens are reused, not minted per call
         assert kube.mock.tokens.issued == requests_before
         assert _target(status, "thief").get("phase") != "Cached"
-        stolen = recorder.tokens[-1]
+        stolen = recorder.values("X-Auth-Token")[-1]
         assert await asyncio.to_thread(_replay, f"{agent.url}/v2/cache", stolen) == 401
         api = f"{kube.url}/api/v1/namespaces/{NS}/pods"
         assert await asyncio.to_thread(_replay, api, stolen) == 401
@@ -167,7 +140,7 @@ async def test_a_token_stolen_by_a_matched_pod_works_nowhere_else(
 
 
 async def test_a_refused_token_request_is_the_targets_reason(
-    kube: Emulator, recorder: Recorder
+    kube: Emulator, recorder: HeaderRecorder
 ) -> None:
     await create_agent_pod(kube, "glance-0", recorder, namespace=NS)
     # No service account: every TokenRequest is answered 404.
@@ -180,4 +153,4 @@ async def test_a_refused_token_request_is_the_targets_reason(
     finally:
         await running.stop()
     assert "TokenRequest" in status["message"] and "404" in status["message"]
-    assert recorder.tokens == [], "nothing was sent without a credential"
+    assert recorder.values("X-Auth-Token") == [], "nothing was sent without a credential"

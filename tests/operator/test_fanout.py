@@ -18,12 +18,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from tests.kube.emulator import Emulator
 from tests.operator.harness import (
     ICR,
     AgentPool,
+    HeaderRecorder,
     RunningOperator,
     cached_file,
     create_agent_pod,
@@ -173,33 +172,13 @@ async def test_fanout_with_per_pod_credentials_uses_peer_read_tokens(
     assert set(sources) - {"upstream"} <= {agent.url for agent in pool}, sources
 
 
-class PeerTokenThief:
-    """A matched pod posing as an agent that keeps every peer token it is sent."""
-
-    def __init__(self, host: str) -> None:
-        self.host, self.port = host, free_port(host)
-        self.peer_tokens: list[tuple[str, str]] = []  # (peer URL, token)
-        self._runner: web.AppRunner | None = None
-
-    async def _any(self, request: web.Request) -> web.StreamResponse:
-        token = request.headers.get("X-Image-Cache-Source-Token")
-        if token:
-            self.peer_tokens.append((request.headers["X-Image-Cache-Source"], token))
-        if request.method == "GET":
-            return web.json_response({"cached_images": [], "queued_images": []})
-        return web.Response(status=202)
-
-    async def __aenter__(self) -> PeerTokenThief:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._any)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port).start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
+def _peer_tokens(thief: HeaderRecorder) -> list[tuple[str, str]]:
+    """(peer URL, token) of every peer-read token a matched pod was sent."""
+    return [
+        (got["X-Image-Cache-Source"], got["X-Image-Cache-Source-Token"])
+        for got in thief.headers
+        if "X-Image-Cache-Source-Token" in got
+    ]
 
 
 def _call(method: str, url: str, headers: dict[str, str]) -> tuple[int, bytes]:
@@ -218,7 +197,7 @@ async def test_a_stolen_peer_token_reads_that_peer_s_cache_and_nothing_else(
     data = image_bytes("stolen-peer-token", 256 * 1024)
     upstream.add(image, data)
     pool = await _per_pod_agents(kube, tmp_path, upstream, 2)
-    async with PeerTokenThief("127.0.0.9") as thief:
+    async with HeaderRecorder("127.0.0.9") as thief:
         await create_agent_pod(kube, "thief", thief, labels=LABELS)
         running = await start_operator(
             kube, token_file=None, service_account_namespace="default", **PER_POD
@@ -227,10 +206,10 @@ async def test_a_stolen_peer_token_reads_that_peer_s_cache_and_nothing_else(
             await kube.client.create(
                 ICR, request_body("pods", image, selector={"matchLabels": LABELS})
             )
-            await wait_until(lambda: thief.peer_tokens, within=60, what="a peer token sent")
+            await wait_until(lambda: _peer_tokens(thief), within=60, what="a peer token sent")
         finally:
             await running.stop()
-    peer_url, token = thief.peer_tokens[-1]
+    peer_url, token = _peer_tokens(thief)[-1]
     peer = next(agent for agent in pool if agent.url == peer_url)
     other = next(agent for agent in pool if agent is not peer)
     read = {"X-Auth-Token": token, "X-Image-Cache-Peer-Read": "1"}
