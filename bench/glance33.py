@@ -25,7 +25,7 @@ from pathlib import Path
 
 from common import REPO, free_port
 
-from tests.openstack.glance_service import GLANCE_STORE_CONF
+from tests.openstack.glance_service import GLANCE_STORE_CONF, glance_api
 from tests.openstack.processes import UwsgiService, run_command
 from tests.openstack.venv import OpenStackVenv
 
@@ -123,18 +123,7 @@ def glance_33(workdir: Path, source: Path) -> Iterator[Glance]:
     env = {"PATH": f"{venv.path / 'bin'}:{os.environ['PATH']}", "HOME": str(Path.home())}
     rules = run_command([str(venv.python), "-c", ALL_RULES], env=env)
     (workdir / "policy.yaml").write_text(rules)  # JSON is YAML
-    run_command([str(venv.bin("glance-manage")), "--config-file", str(conf), "db_sync"], env=env)
-    service = UwsgiService(
-        name="glance",
-        uwsgi=venv.bin("uwsgi"),
-        venv=venv.path,
-        module="glance.wsgi.api:application",
-        port=port,
-        processes=1,
-        threads=4,
-        log_path=workdir / "glance.log",
-        env={**env, "OS_GLANCE_CONFIG_DIR": str(workdir)},
-    )
+    service = glance_api(venv, conf=conf, port=port, workdir=workdir, env=env)
     service.start(probe_path="/versions")
     try:
         glance = Glance(service, "")

@@ -70,6 +70,25 @@ enforce_scope = false
 )
 
 
+def glance_api(
+    venv: OpenStackVenv, *, conf: Path, port: int, workdir: Path, env: dict[str, str]
+) -> UwsgiService:
+    """Glance's API for the configuration `conf` in `workdir`: its database created, the
+    uWSGI service built (not started: `start` or `spawn` it)."""
+    run_command([str(venv.bin("glance-manage")), "--config-file", str(conf), "db_sync"], env=env)
+    return UwsgiService(
+        name="glance",
+        uwsgi=venv.bin("uwsgi"),
+        venv=venv.path,
+        module="glance.wsgi.api:application",
+        port=port,
+        processes=1,
+        threads=4,
+        log_path=workdir / "glance.log",
+        env={**env, "OS_GLANCE_CONFIG_DIR": str(workdir)},
+    )
+
+
 def spawn_glance(
     venv: OpenStackVenv,
     workdir: Path,
@@ -99,17 +118,6 @@ def spawn_glance(
             region=region,
         )
     )
-    run_command([str(venv.bin("glance-manage")), "--config-file", str(conf), "db_sync"], env=env)
-    service = UwsgiService(
-        name="glance",
-        uwsgi=venv.bin("uwsgi"),
-        venv=venv.path,
-        module="glance.wsgi.api:application",
-        port=port,
-        processes=1,
-        threads=4,
-        log_path=workdir / "glance.log",
-        env={**env, "OS_GLANCE_CONFIG_DIR": str(workdir)},
-    )
+    service = glance_api(venv, conf=conf, port=port, workdir=workdir, env=env)
     service.spawn()
     return service
