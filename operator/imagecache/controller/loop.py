@@ -84,6 +84,7 @@ class ReconcileLoop:
         self._settings = settings
         self.pace = pace or PollPace.from_settings(settings)
         metrics.loop_lag.set_function(lambda: self.pace.lag)
+        metrics.busy.set_function(lambda: self.pace.busy)
         metrics.poll_stretch.set_function(lambda: self.pace.stretch)
         self._reconciler = reconciler
         self._writes = writes

@@ -17,9 +17,10 @@ operators can run in one process (tests):
   ``imagecache_operator_loop_tick_duration_seconds`` -- how long each took (histogram);
 * ``imagecache_operator_leader`` -- 1 while this replica leads (holds the Lease, or runs
   without leader election), 0 on a standby;
-* ``imagecache_operator_loop_lag_seconds`` -- how late the event loop ran its last timer, and
-  ``imagecache_operator_poll_stretch`` -- the factor agent polls are spaced by because of it
-  (1: every ``poll_interval``; `controller.pace`).
+* ``imagecache_operator_loop_lag_seconds`` -- how late the event loop ran its last timer,
+  ``imagecache_operator_busy_ratio`` -- the process's CPU seconds per second over the last
+  second, and ``imagecache_operator_poll_stretch`` -- the factor agent polls are spaced by
+  because of either (1: every ``poll_interval``; `controller.pace`).
 
 The chart's dashboard and alerts (charts/imagecache/files/) read these; tests/monitoring checks
 every name they use exists on a real scrape. Label sets they rate (agent requests that fail to
@@ -143,9 +144,14 @@ class OperatorMetrics:
             "How late the operator's event loop ran its last timer (a saturated process)",
             registry=self.registry,
         )
+        self.busy = Gauge(
+            "imagecache_operator_busy_ratio",
+            "The operator's CPU seconds per second over the last second (1: a core saturated)",
+            registry=self.registry,
+        )
         self.poll_stretch = Gauge(
             "imagecache_operator_poll_stretch",
-            "Factor agent polls are spaced by (poll_interval times this) while the loop lags",
+            "Factor agent polls are spaced by (poll_interval times this) while saturated",
             registry=self.registry,
         )
         # Series that exist at 0 from the start, so the first request, failure or write is an

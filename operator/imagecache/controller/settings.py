@@ -127,7 +127,8 @@ class OperatorSettings(BaseSettings):
     max_poll_stretch: float = Field(
         default=8.0,
         ge=1,
-        description="While the operator's event loop lags (saturated), agent polls are spaced "
+        description="While the operator is saturated (its event loop lags or its CPU is busy), "
+        "agent polls are spaced "
         "up to this many poll intervals apart, so watch events and writes go first "
         "(1: never stretched).",
     )
