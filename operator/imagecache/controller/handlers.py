@@ -147,11 +147,23 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
+class EvictionProgress(kopf.AnnotationsProgressStorage):
+    """kopf's progress annotations (the evict-on-delete handler's retries), under our prefix.
+
+    kopf also "clears" the diff-base essences of progress annotations on every watch event (a
+    deep copy and a walk of the annotations, twice per event); with `NoDiffBase` they are
+    always empty, so here they are passed through as they are.
+    """
+
+    def clear(self, *, essence: kopf.BodyEssence) -> kopf.BodyEssence:
+        return essence
+
+
 def kopf_settings(settings: OperatorSettings) -> kopf.OperatorSettings:
     """kopf's own settings for our operator: annotations under imagecache.dev, no scanning."""
     config = kopf.OperatorSettings()
     config.persistence.finalizer = f"{GROUP}/evict-on-delete"
-    config.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    config.persistence.progress_storage = EvictionProgress(prefix=GROUP)
     config.persistence.diffbase_storage = NoDiffBase()
     # Resources are discovered once at start: no CRD or namespace watching (least privilege).
     config.scanning.disabled = True
