@@ -258,14 +258,16 @@ class Reconciler:
             filling = memo.state is not None and memo.state.phase in ("Queued", "Caching")
             if filling and memo.source not in (None, UPSTREAM):
                 serving[str(memo.source)] += 1
-        before = self._serving.pop(uid, Counter())
+        before = self._serving.pop(uid, None)
         if serving:
             self._serving[uid] = serving
-        if serving != before:
+        if not serving and not before:  # nearly every request: filled from the upstream
+            return
+        if before:
             self._serving_total.subtract(before)
-            self._serving_total.update(serving)
-            for peer in [p for p, n in self._serving_total.items() if n <= 0]:
-                del self._serving_total[peer]
+        self._serving_total.update(serving)
+        for peer in [p for p, n in self._serving_total.items() if n <= 0]:
+            del self._serving_total[peer]
 
     async def _reconcile(
         self, plan: RequestPlan, reports: Mapping[str, AgentReport], confirm: Confirm | None
