@@ -291,10 +291,10 @@ def _metric_sum(text: str, name: str, **labels: str) -> float:
 OPERATOR_TOKEN = "imagecache-operator"
 
 
-def _vm_hwm_mib(pid: int) -> float:
-    """Peak resident set size of a process so far (VmHWM), in MiB."""
+def _vm_hwm_mib(pid: int, field: str = "VmHWM") -> float:
+    """Peak resident set size of a process so far (VmHWM; or now: VmRSS), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -328,6 +328,26 @@ async def cached_events_per_request(kube: Any) -> dict[str, int]:
         name = str((event.get("involvedObject") or {}).get("name"))
         counts[name] = counts.get(name, 0) + int(event.get("count") or 1)
     return counts
+
+
+SETTLE_LIMIT = 300.0
+"""Seconds the operator is given to go quiet after the last request is Cached."""
+
+
+async def _settle(kube: Any, pid: int) -> tuple[float, float]:
+    """The operator's CPU seconds once it has gone quiet, and the seconds that took."""
+    began = time.monotonic()
+    quiet, count = 0, len(kube.writes)
+    cpu = _cpu_seconds(pid)
+    while time.monotonic() - began < SETTLE_LIMIT:
+        await asyncio.sleep(1.0)
+        now = _cpu_seconds(pid)
+        busy, cpu = now - cpu, now
+        quiet = quiet + 1 if len(kube.writes) == count else 0
+        count = len(kube.writes)
+        if quiet >= 3 and busy < 0.1:
+            break
+    return cpu, time.monotonic() - began
 
 
 async def _idle(
@@ -367,6 +387,7 @@ async def _timeline(
                 if name in (
                     "imagecache_operator_poll_stretch",
                     "imagecache_operator_loop_lag_seconds",
+                    "imagecache_operator_busy_ratio",
                 ):
                     gauges[name] = float(value)
     except (aiohttp.ClientError, ValueError):
@@ -375,8 +396,9 @@ async def _timeline(
     print(
         f"  {time.monotonic() - started:6.1f} s: {written or 'nothing written'}; poll stretch "
         f"{gauges.get('imagecache_operator_poll_stretch', float('nan')):.2f}, loop lag "
-        f"{1000 * gauges.get('imagecache_operator_loop_lag_seconds', float('nan')):.0f} ms; "
-        f"operator CPU {_cpu_seconds(pid):.1f} s",
+        f"{1000 * gauges.get('imagecache_operator_loop_lag_seconds', float('nan')):.0f} ms, "
+        f"busy {gauges.get('imagecache_operator_busy_ratio', float('nan')):.2f}; "
+        f"operator CPU {_cpu_seconds(pid):.1f} s, RSS {_vm_hwm_mib(pid, 'VmRSS'):.0f} MiB",
         flush=True,
     )
 
@@ -465,16 +487,12 @@ async def through_operator(
                     text = await response.text()
                 operator_cpu = _cpu_seconds(process.pid)
                 operator_rss = _vm_hwm_mib(process.pid)
-                # Idle: everything Cached, nothing changes; the operator's CPU per loop tick
-                # (an upper bound: kopf, the probes and the GC are in it too). First let the
-                # operator settle: no write of its own for 3 s (at most 120 s).
-                settle_until = time.monotonic() + 120
-                quiet, count = 0, len(kube.writes)
-                while quiet < 3 and time.monotonic() < settle_until:
-                    await asyncio.sleep(1.0)
-                    quiet, count = (
-                        (quiet + 1, count) if len(kube.writes) == count else (0, len(kube.writes))
-                    )
+                # Settled: the operator has worked off what it still had queued when the last
+                # request was written Cached (its Cached events, kopf's backlog of watch events):
+                # no write of its own for 3 s and under a tenth of a core for 1 s (at most
+                # 300 s). Its CPU until then is the cost of the requests; then the idle phase
+                # measures an operator with nothing to do (kopf, the probes and the GC included).
+                settled_cpu, settle_seconds = await _settle(kube, process.pid)
                 idle_cpu, idle_ticks = await _idle(session, metrics_url, process.pid, idle_seconds)
         finally:
             process.send_signal(
@@ -508,6 +526,8 @@ async def through_operator(
         "patches_max": max(patches.values(), default=0),
         "patches_mean": sum(patches.values()) / max(1, len(patches)),
         "operator_cpu": operator_cpu,
+        "settled_cpu": settled_cpu,
+        "settle_seconds": settle_seconds,
         "operator_rss_mib": operator_rss,
         "emulator_cpu": _cpu_seconds(os.getpid()),
     }
@@ -610,8 +630,12 @@ async def bench(
         f"CPU: operator {extra['operator_cpu']:.1f} s, bench + emulator "
         f"{extra['emulator_cpu']:.1f} s (2 cores shared with the agents)"
     )
-    per_thousand = extra["operator_cpu"] * 1000 / requests
-    print(f"operator CPU per 1,000 requests: {per_thousand:.2f} s (target <= 5)")
+    per_thousand = extra["settled_cpu"] * 1000 / requests
+    print(
+        f"operator CPU per 1,000 requests: {per_thousand:.2f} s until it settled "
+        f"{extra['settle_seconds']:.0f} s after the last Cached ("
+        f"{extra['operator_cpu'] * 1000 / requests:.2f} s by then; target <= 5)"
+    )
     print(
         f"Cached events per request: min {extra['cached_events_min']}, "
         f"max {extra['cached_events_max']}, total {extra['cached_events_total']} "
