@@ -7,11 +7,18 @@ agent however many requests; deleting and invalid requests.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
-from imagecache.core.planning import RequestView, TargetSchedule, is_due, plan_tick
+from imagecache.core.planning import (
+    RequestView,
+    TargetSchedule,
+    is_due,
+    plan_tick,
+    request_view,
+)
 from imagecache.core.status import TargetState
 from imagecache.core.targets import PodInfo
 
@@ -137,3 +144,20 @@ def test_deleting_and_invalid_requests() -> None:
         ("neither", True),
     ]
     assert plan.polls == frozenset()
+
+
+def test_views_of_separately_decoded_bodies_share_their_strings() -> None:
+    """Every watch event decodes its own strings; views intern them (a fleet keeps one each)."""
+    raw = json.dumps(
+        {
+            "metadata": {"namespace": "ns", "name": "r", "uid": "u"},
+            "spec": {"image": "img-1", "pod": "glance-0"},
+            "status": {"phase": "Cached", "target": {"pod": "glance-0", "podIP": "10.0.0.7"}},
+        }
+    )
+    first, second = request_view(json.loads(raw)), request_view(json.loads(raw))
+    assert first.status == second.status and first.spec == second.spec
+    key = next(iter(first.status["target"]))
+    assert key is next(iter(second.status["target"]))
+    assert first.status["phase"] is second.status["phase"]
+    assert first.spec["image"] is second.spec["image"]
