@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import sys
 import threading
@@ -280,6 +281,27 @@ def configure_logging(level: str) -> None:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
 
+GC_THRESHOLDS = (10_000, 20, 20)
+"""The cyclic collector's thresholds for the operator process (Python's defaults: 700, 10, 10).
+
+At fleet scale the operator allocates a body per watch event and per API answer; most of it is
+freed by reference counting, but at the defaults the collector still ran 4,000 young and 33
+full collections in a 10,000-request run, ~14 s of its ~70 s of CPU (measured with
+`gc.callbacks`). With these: 150 young, 7 middle, no full collection during the run, ~4 s,
+and the same peak RSS. Full collections still come as the heap grows (every 20 middle ones,
+and Python's own 25 % rule).
+"""
+
+
+def tune_gc() -> None:
+    """Freeze what start-up allocated (modules, kopf's registry) and space out collections.
+
+    Frozen objects are never traversed again, so every full collection skips them.
+    """
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point (exit 1 when the Lease is lost, 2 on bad settings)."""
     try:
@@ -288,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"imagecache-operator: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     configure_logging(settings.log_level)
+    tune_gc()
     try:
         asyncio.run(run_operator(settings))
     except LeaseLost:
