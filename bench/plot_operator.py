@@ -27,7 +27,8 @@ def main() -> None:
     runs = [json.loads(line) for line in args.runs.read_text().splitlines() if line.strip()]
     runs.sort(key=lambda run: run["requests"])
     counts = [run["requests"] for run in runs]
-    labels = [f"{run['requests']}/{run['agents']}" for run in runs]
+    ticks = sorted({run["requests"]: f"{run['requests']}/{run['agents']}" for run in runs}.items())
+    labels = [label for _, label in ticks]  # several runs of one size: one tick, several points
     figure, (times, cpu) = plt.subplots(1, 2, figsize=(11, 4.2))
     times.plot(counts, [r["operator_seconds"] for r in runs], "o-", label="through the operator")
     times.plot(counts, [r["agents_alone_seconds"] for r in runs], "s--", label="agents alone")
@@ -35,7 +36,7 @@ def main() -> None:
     times.set_xlabel("requests (requests/agents at each point)")
     times.set_ylabel("seconds to all Cached")
     times.minorticks_off()
-    times.set_xticks(counts, labels)
+    times.set_xticks([count for count, _ in ticks], labels)
     times.legend()
     times.grid(alpha=0.3)
     per_request = [r["settled_cpu"] * 1000 / r["requests"] for r in runs]
@@ -47,7 +48,7 @@ def main() -> None:
     cpu.set_xlabel("requests (requests/agents at each point)")
     cpu.set_ylabel("CPU ms per request (= s per 1,000)")
     cpu.minorticks_off()
-    cpu.set_xticks(counts, labels)
+    cpu.set_xticks([count for count, _ in ticks], labels)
     cpu.set_ylim(bottom=0)
     cpu.legend()
     cpu.grid(alpha=0.3)
