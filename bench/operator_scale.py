@@ -291,8 +291,8 @@ def _metric_sum(text: str, name: str, **labels: str) -> float:
 OPERATOR_TOKEN = "imagecache-operator"
 
 
-def _vm_hwm_mib(pid: int, field: str = "VmHWM") -> float:
-    """Peak resident set size of a process so far (VmHWM; or now: VmRSS), in MiB."""
+def _memory_mib(pid: int, field: str = "VmHWM") -> float:
+    """A process's peak resident set size so far (VmHWM), or another /proc status field."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
@@ -398,7 +398,7 @@ async def _timeline(
         f"{gauges.get('imagecache_operator_poll_stretch', float('nan')):.2f}, loop lag "
         f"{1000 * gauges.get('imagecache_operator_loop_lag_seconds', float('nan')):.0f} ms, "
         f"busy {gauges.get('imagecache_operator_busy_ratio', float('nan')):.2f}; "
-        f"operator CPU {_cpu_seconds(pid):.1f} s, RSS {_vm_hwm_mib(pid, 'VmRSS'):.0f} MiB",
+        f"operator CPU {_cpu_seconds(pid):.1f} s, RSS {_memory_mib(pid, 'VmRSS'):.0f} MiB",
         flush=True,
     )
 
@@ -486,13 +486,13 @@ async def through_operator(
                 async with session.get(f"{metrics_url}/metrics") as response:
                     text = await response.text()
                 operator_cpu = _cpu_seconds(process.pid)
-                operator_rss = _vm_hwm_mib(process.pid)
                 # Settled: the operator has worked off what it still had queued when the last
                 # request was written Cached (its Cached events, kopf's backlog of watch events):
                 # no write of its own for 3 s and under a tenth of a core for 1 s (at most
                 # 300 s). Its CPU until then is the cost of the requests; then the idle phase
                 # measures an operator with nothing to do (kopf, the probes and the GC included).
                 settled_cpu, settle_seconds = await _settle(kube, process.pid)
+                operator_rss = _memory_mib(process.pid)  # the high-water mark, settling included
                 idle_cpu, idle_ticks = await _idle(session, metrics_url, process.pid, idle_seconds)
         finally:
             process.send_signal(
