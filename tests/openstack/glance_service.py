@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.openstack.processes import UwsgiService, run_command
+from tests.openstack.processes import UwsgiService, openstack_api, run_command
 from tests.openstack.venv import OpenStackVenv
 
 GLANCE_PROBE = "/versions"
@@ -76,17 +76,7 @@ def glance_api(
     """Glance's API for the configuration `conf` in `workdir`: its database created, the
     uWSGI service built (not started: `start` or `spawn` it)."""
     run_command([str(venv.bin("glance-manage")), "--config-file", str(conf), "db_sync"], env=env)
-    return UwsgiService(
-        name="glance",
-        uwsgi=venv.bin("uwsgi"),
-        venv=venv.path,
-        module="glance.wsgi.api:application",
-        port=port,
-        processes=1,
-        threads=4,
-        log_path=workdir / "glance.log",
-        env={**env, "OS_GLANCE_CONFIG_DIR": str(workdir)},
-    )
+    return openstack_api(venv, "glance", port=port, workdir=workdir, env=env)
 
 
 def spawn_glance(

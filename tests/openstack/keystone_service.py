@@ -16,7 +16,7 @@ import os
 import pwd
 from pathlib import Path
 
-from tests.openstack.processes import UwsgiService, run_command
+from tests.openstack.processes import UwsgiService, openstack_api, run_command
 from tests.openstack.venv import OpenStackVenv
 
 SETUP_SCRIPT = Path(__file__).with_name("keystone_setup.py")
@@ -79,18 +79,9 @@ def start_keystone(
     request_path = workdir / "keystone-setup.json"
     request_path.write_text(json.dumps(request))
     run_command([str(venv.python), "-I", str(SETUP_SCRIPT), str(request_path)], env=env)
-    service = UwsgiService(
-        name="keystone",
-        uwsgi=venv.bin("uwsgi"),
-        venv=venv.path,
-        module="keystone.wsgi.api:application",
-        port=port,
-        # One process: the dogpile memory cache lives in a process, so with two a catalog or
-        # role change made through one worker stays invisible to the other's cached copy.
-        processes=1,
-        threads=4,
-        log_path=workdir / "keystone.log",
-        env={**env, "OS_KEYSTONE_CONFIG_DIR": str(workdir)},
-    )
+    # One process (as openstack_api runs every service): the dogpile memory cache lives in a
+    # process, so with two a catalog or role change made through one worker stays invisible
+    # to the other's cached copy.
+    service = openstack_api(venv, "keystone", port=port, workdir=workdir, env=env)
     service.start(probe_path="/v3")
     return service

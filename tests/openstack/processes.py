@@ -18,6 +18,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.openstack.venv import OpenStackVenv
+
 READY_TIMEOUT = 180.0  # seconds; loading Keystone or Glance takes 10-30 s on 2 busy cores
 
 
@@ -157,3 +159,22 @@ class UwsgiService:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=timeout)
+
+
+def openstack_api(
+    venv: OpenStackVenv, name: str, *, port: int, workdir: Path, env: dict[str, str]
+) -> UwsgiService:
+    """The OpenStack service `name`'s API (``<name>.wsgi.api``) from `venv`, configured from
+    `workdir` (``OS_<NAME>_CONFIG_DIR``) and logging to ``<name>.log`` there: one process of
+    four threads (not started: `start` or `spawn` it)."""
+    return UwsgiService(
+        name=name,
+        uwsgi=venv.bin("uwsgi"),
+        venv=venv.path,
+        module=f"{name}.wsgi.api:application",
+        port=port,
+        processes=1,
+        threads=4,
+        log_path=workdir / f"{name}.log",
+        env={**env, f"OS_{name.upper()}_CONFIG_DIR": str(workdir)},
+    )
