@@ -16,10 +16,10 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import kopf
 from aiohttp import web
@@ -313,29 +313,24 @@ async def create_agent_pod(
     )
 
 
-class HeaderRecorder:
-    """A listener posing as an empty agent (``GET`` answers an empty listing, anything else
-    202) that keeps the headers of every request it gets: what a pod a selector matches could
-    steal. Use as an async context manager."""
+class _Listener:
+    """A loopback HTTP listener on `host` at a free port, for the duration of an ``async with``.
+    Subclasses add their routes."""
 
     def __init__(self, host: str) -> None:
         self.host, self.port = host, free_port(host)
-        self.headers: list[dict[str, str]] = []
         self._runner: web.AppRunner | None = None
 
-    def values(self, name: str) -> list[str]:
-        """Every value of header `name` received, in order."""
-        return [got[name] for got in self.headers if name in got]
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
 
-    async def _any(self, request: web.Request) -> web.StreamResponse:
-        self.headers.append(dict(request.headers))
-        if request.method == "GET":
-            return web.json_response({"cached_images": [], "queued_images": []})
-        return web.Response(status=202)
+    def _routes(self, app: web.Application) -> None:
+        raise NotImplementedError
 
-    async def __aenter__(self) -> HeaderRecorder:
+    async def __aenter__(self) -> Self:
         app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", self._any)
+        self._routes(app)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port).start()
@@ -344,3 +339,41 @@ class HeaderRecorder:
     async def __aexit__(self, *exc: object) -> None:
         assert self._runner is not None
         await self._runner.cleanup()
+
+
+class HeaderRecorder(_Listener):
+    """A listener posing as an empty agent (``GET`` answers an empty listing, anything else
+    202) that keeps the headers of every request it gets: what a pod a selector matches could
+    steal. Use as an async context manager."""
+
+    def __init__(self, host: str) -> None:
+        super().__init__(host)
+        self.headers: list[dict[str, str]] = []
+
+    def values(self, name: str) -> list[str]:
+        """Every value of header `name` received, in order."""
+        return [got[name] for got in self.headers if name in got]
+
+    def _routes(self, app: web.Application) -> None:
+        app.router.add_route("*", "/{tail:.*}", self._any)
+
+    async def _any(self, request: web.Request) -> web.StreamResponse:
+        self.headers.append(dict(request.headers))
+        if request.method == "GET":
+            return web.json_response({"cached_images": [], "queued_images": []})
+        return web.Response(status=202)
+
+
+ListingHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ListingServer(_Listener):
+    """A listener posing as an agent whose ``GET /v2/cache`` is answered by `handler` (tests
+    that feed the operator bad answers). Use as an async context manager."""
+
+    def __init__(self, handler: ListingHandler, host: str = "127.0.0.1") -> None:
+        super().__init__(host)
+        self._handler = handler
+
+    def _routes(self, app: web.Application) -> None:
+        app.router.add_get("/v2/cache", self._handler)

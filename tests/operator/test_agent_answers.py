@@ -8,6 +8,7 @@ the limit; a good listing still parses.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -19,8 +20,7 @@ from imagecache.controller.credentials import TokenFile, TokenFileCredentials
 from imagecache.controller.errors import AgentProtocolError
 from imagecache.controller.metrics import OperatorMetrics
 from imagecache.core.wire import LISTING_LIMIT
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+from tests.operator.harness import ListingHandler, ListingServer
 
 
 async def _streamed_past_the_limit(request: web.Request) -> web.StreamResponse:
@@ -56,22 +56,13 @@ async def _good(_: web.Request) -> web.Response:
 
 
 @pytest.fixture
-async def serve(tmp_path: Path) -> AsyncIterator[Callable[[Handler], Awaitable[str]]]:
-    runners: list[web.AppRunner] = []
+async def serve() -> AsyncIterator[Callable[[ListingHandler], Awaitable[str]]]:
+    async with contextlib.AsyncExitStack() as servers:
 
-    async def start(handler: Handler) -> str:
-        app = web.Application()
-        app.router.add_get("/v2/cache", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        runners.append(runner)
-        return f"http://127.0.0.1:{runner.addresses[0][1]}"
+        async def start(handler: ListingHandler) -> str:
+            return (await servers.enter_async_context(ListingServer(handler))).url
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+        yield start
 
 
 @pytest.fixture
@@ -96,7 +87,10 @@ async def agents(tmp_path: Path) -> AsyncIterator[HttpAgents]:
     ],
 )
 async def test_a_bad_listing_is_that_agent_s_protocol_error(
-    serve: Callable[[Handler], Awaitable[str]], agents: HttpAgents, handler: Handler, problem: str
+    serve: Callable[[ListingHandler], Awaitable[str]],
+    agents: HttpAgents,
+    handler: ListingHandler,
+    problem: str,
 ) -> None:
     endpoint = await serve(handler)
     with pytest.raises(AgentProtocolError, match=problem) as raised:
@@ -105,7 +99,7 @@ async def test_a_bad_listing_is_that_agent_s_protocol_error(
 
 
 async def test_a_good_listing_is_read(
-    serve: Callable[[Handler], Awaitable[str]], agents: HttpAgents
+    serve: Callable[[ListingHandler], Awaitable[str]], agents: HttpAgents
 ) -> None:
     listing = await agents.cache_report(await serve(_good))
     assert [entry["image_id"] for entry in listing["cached_images"]] == ["a"]

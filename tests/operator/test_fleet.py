@@ -25,6 +25,7 @@ from tests.operator.harness import (
     ICR,
     PORT_ANNOTATION,
     AgentPool,
+    ListingServer,
     agent_delete,
     agent_has,
     image_bytes,
@@ -157,33 +158,26 @@ async def test_a_malformed_listing_fails_that_agent_only(
     async def listing(_: web.Request) -> web.Response:
         return web.json_response({"cached_images": [1]})
 
-    app = web.Application()
-    app.router.add_get("/v2/cache", listing)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.4.1", 0)
-    await site.start()
-    bad_port = int(runner.addresses[0][1])
     await kube.client.create_pod("default", "good-0", ip=good.host)
     await kube.client.create_pod("default", "bad-0", ip="127.0.4.1")
-    operator = await start_operator(kube, token_file=token_file)
-    try:
-        await kube.client.create(
-            ICR, request_body("bad", image_id(145), pod="bad-0", port=bad_port)
-        )
-        await kube.client.create(
-            ICR, request_body("good", good_image, pod="good-0", port=good.port)
-        )
-        status = await wait_for_status(
-            kube,
-            "bad",
-            lambda s: (
-                bool(s.get("conditions"))
-                and _condition(s, "AgentReachable").get("reason") == "AgentInvalidAnswer"
-            ),
-        )
-        assert "cached_images[0]" in str(_condition(status, "AgentReachable")["message"])
-        await wait_for_status(kube, "good", phase("Cached"))
-    finally:
-        await operator.stop()
-        await runner.cleanup()
+    async with ListingServer(listing, host="127.0.4.1") as bad:
+        operator = await start_operator(kube, token_file=token_file)
+        try:
+            await kube.client.create(
+                ICR, request_body("bad", image_id(145), pod="bad-0", port=bad.port)
+            )
+            await kube.client.create(
+                ICR, request_body("good", good_image, pod="good-0", port=good.port)
+            )
+            status = await wait_for_status(
+                kube,
+                "bad",
+                lambda s: (
+                    bool(s.get("conditions"))
+                    and _condition(s, "AgentReachable").get("reason") == "AgentInvalidAnswer"
+                ),
+            )
+            assert "cached_images[0]" in str(_condition(status, "AgentReachable")["message"])
+            await wait_for_status(kube, "good", phase("Cached"))
+        finally:
+            await operator.stop()
